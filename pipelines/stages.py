@@ -1,0 +1,14 @@
+"""Stage name -> implementation. Grep-able, explicit, no import-time registration."""
+
+from __future__ import annotations
+
+from .data.overlay_stage import run_overlay
+from .data.superpixels_stage import run_superpixels
+from .data.synth_stage import run_synth
+from .runner import Stage
+
+STAGES: dict[str, Stage] = {
+    "synth": Stage(run_synth, section="synth"),
+    "superpixels": Stage(run_superpixels, section="superpixels", needs=("dataset",)),
+    "overlay": Stage(run_overlay, section="overlay", needs=("dataset", "superpixels")),
+}
