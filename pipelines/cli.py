@@ -14,11 +14,13 @@ log = logging.getLogger("edgedistill")
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # fail fast, before the heavy imports
+
     from .ray_utils import ensure_ray
     from .runner import Runner
     from .stages import STAGES
 
-    cfg = load_config(args.config, args.overrides)
     unknown = [s for s in args.force if s not in cfg.stages]
     if unknown:
         raise SystemExit(f"--force {unknown}: not stages of this pipeline ({cfg.stages})")

@@ -6,6 +6,7 @@ import importlib
 import os
 import shutil
 import sys
+import warnings
 from importlib import metadata
 
 
@@ -19,14 +20,28 @@ def _version(dist: str) -> str | None:
 def spconv_algorithm() -> tuple[str, str]:
     """(algorithm, reason): spconv's implicit GEMM needs CUDA; on CPU only Native runs."""
     try:
-        importlib.import_module("spconv.pytorch")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # spconv uses deprecated torch.cuda.amp
+            spconv = importlib.import_module("spconv.pytorch")
     except Exception as e:  # ImportError, or a CUDA library load error
         return "unavailable", f"spconv does not import: {e.__class__.__name__}: {e}"
     import torch
 
     if torch.cuda.is_available():
-        return "ConvAlgo.MaskImplicitGemm", "CUDA device present"
-    return "ConvAlgo.Native", "no CUDA device (implicit GEMM needs CUDA)"
+        algo, device, why = spconv.ConvAlgo.MaskImplicitGemm, "cuda", "CUDA device present"
+    else:
+        algo, device, why = spconv.ConvAlgo.Native, "cpu", "no CUDA device (implicit GEMM needs CUDA)"
+    # Prove it: one tiny submanifold convolution with that algorithm on that device.
+    try:
+        conv = spconv.SubMConv3d(1, 2, 3, algo=algo).to(device)
+        x = spconv.SparseConvTensor(
+            torch.ones(2, 1, device=device), torch.tensor([[0, 0, 0, 0], [0, 0, 0, 1]], dtype=torch.int32, device=device),
+            spatial_shape=[4, 4, 4], batch_size=1,
+        )
+        conv(x)
+    except Exception as e:
+        return f"{algo.name} (fails)", f"{e.__class__.__name__}: {e}"
+    return f"ConvAlgo.{algo.name}", f"{why}; test convolution ran"
 
 
 def checks() -> list[tuple[str, str]]:

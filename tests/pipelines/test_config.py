@@ -53,3 +53,8 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_real_dataset_needs_a_root():
     with pytest.raises(ConfigError, match="dataset.root"):
         load_config("configs/tiny.yaml", ["stages=[superpixels]", "dataset.source=nuscenes"])
+
+
+def test_unknown_superpixel_method_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"superpixels\.method.*slic_downsampled"):
+        load_config("configs/tiny.yaml", ["superpixels.method=quickshift"])
