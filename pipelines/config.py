@@ -75,7 +75,7 @@ class SuperpixelsConfig(StrictModel):
 class OverlayConfig(StrictModel):
     camera: str = "CAM_FRONT"
     sample_index: int = Field(default=0, ge=0)
-    point_radius_px: int = Field(default=2, ge=1, le=10)
+    point_radius_px: int = Field(default=1, ge=1, le=10)  # 2 suits 1600x900 images
 
 
 STAGE_NAMES = ("synth", "superpixels", "overlay")

@@ -29,6 +29,7 @@ def write_run_report(run_dir: Path, cfg: PipelineConfig, stages: dict[str, dict]
             "pipeline": cfg.name,
             "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": machine,
+            "stage_order": list(stages),
             "stages": {name: {k: v for k, v in s.items() if k != "report_md"} for name, s in stages.items()},
         },
     )

@@ -25,7 +25,7 @@ def _free_port() -> int:
 
 def check_tiny_run(run_dir: Path) -> dict:
     report = json.loads((run_dir / "report.json").read_text())
-    assert list(report["stages"]) == ["synth", "superpixels", "overlay"]
+    assert report["stage_order"] == ["synth", "superpixels", "overlay"]
     for stage in report["stages"]:
         manifest = json.loads((run_dir / stage / "manifest.json").read_text())
         for rel, entry in manifest["outputs"].items():

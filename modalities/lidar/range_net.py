@@ -1,0 +1,252 @@
+"""Range-view lidar student: a dense 2D encoder-decoder over the range image, TensorRT-friendly.
+
+The input is the spherical projection of a scan (RangeNet++, Milioto et al., IROS 2019;
+reference PRBonn/lidar-bonnetal): one pixel per (beam, azimuth bin), channels such as
+range, x, y, z, intensity and an occupancy mask. The network is a small U-Net in the
+spirit of SalsaNext (Cortinhal et al., "SalsaNext: Fast, Uncertainty-aware Semantic
+Segmentation of LiDAR Point Clouds", ISVC 2020; reference TiagoCortinhal/SalsaNext):
+residual stages with stride-2 downsampling (first and last stages along the width only,
+as RangeNet++ does, because a 16-beam image is only 16 rows high), bilinear upsampling
+and skip concatenation::
+
+    (B, C_in, H, W) -> stem -> [down s_i -> res block] x 4 -> [resize x s_i, concat skip, conv x2] x 4
+                   -> backbone features (B, feature_dim, H, W) -> 1x1 head -> (B, out_dim, H, W) [-> L2]
+
+Deployability (DESIGN.md section 6): the network contains only Conv, BatchNorm (folded
+into Conv on export), ReLU, Add, Resize (constant scales) and Concat, plus
+ReduceSum/Sqrt/Max/Div for the optional L2 normalisation. Every shape is static. The
+point <-> pixel bookkeeping, whose sizes depend on the scan, stays outside the network:
+:func:`build_range_input` (pre-processing, numpy) and :func:`gather_point_features`
+(post-processing, a pure indexing function).
+
+Width padding: the image height and width must be multiples of the net's total stride
+(``RangeNet.input_multiple``, (4, 16) by default). :func:`build_range_input` pads the
+width on the right with empty pixels (all channels 0, mask 0); point columns are
+unchanged, so ``gather_point_features`` on the padded output needs no offset. Heights of
+16, 32 and 64 beams need no padding with the default strides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalities.lidar.range_view import gather_to_range_image, project_to_range_image
+from modalities.lidar.sensors import LidarSensor
+
+RANGE_CHANNELS = ("range", "x", "y", "z", "intensity", "mask")
+
+# (mean, std) per channel. range/x/y/z/intensity: RangeNet++'s SemanticKITTI statistics
+# (lidar-bonnetal arch_cfg img_means/img_stds; HDL-64E, remission in [0, 1]). Replace them
+# with statistics of your own sensor's data: e.g. nuScenes intensity is in [0, 255], so
+# pass intensity (mean, std) of that scale or rescale the intensities to [0, 1] first.
+# The mask is left as 0/1.
+DEFAULT_CHANNEL_STATS: dict[str, tuple[float, float]] = {
+    "range": (12.12, 12.32),
+    "x": (10.88, 11.47),
+    "y": (0.23, 6.91),
+    "z": (-1.04, 0.86),
+    "intensity": (0.21, 0.16),
+    "mask": (0.0, 1.0),
+}
+
+
+def build_range_input(
+    points: np.ndarray,
+    sensor: LidarSensor,
+    channels: Sequence[str] = RANGE_CHANNELS,
+    means: Sequence[float] | None = None,
+    stds: Sequence[float] | None = None,
+    width_multiple: int = 16,
+    height_multiple: int = 1,
+    ring: np.ndarray | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Range-image network input of one scan, and each point's pixel.
+
+    Following RangeNet++, each channel is normalised as ``(v - mean) / std`` and empty
+    pixels are then set to 0 in every channel.
+
+    Args:
+        points: (N, >=4) x, y, z (metres, lidar frame), intensity.
+        sensor: sensor model (beams -> H, columns -> W before padding).
+        channels: names from :data:`RANGE_CHANNELS`, in the order of the input tensor.
+        means, stds: per-channel constants, same length as ``channels``; default
+            :data:`DEFAULT_CHANNEL_STATS` (KITTI statistics; see there).
+        width_multiple, height_multiple: pad W (H) on the right (bottom) with empty pixels
+            to a multiple of these; use ``RangeNet.input_multiple``.
+        ring: optional (N,) beam index per point (nuScenes), passed to the projection.
+
+    Returns:
+        image (C, H', W') float32; rows (N,) and cols (N,) int64 pixel of each point (-1
+        where not valid); valid (N,) bool (inside the sensor's range and beams; a valid
+        point may share its pixel with a closer point and then reads that pixel's features).
+    """
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] < 4:
+        raise ValueError(f"points: expected (N, >=4) x, y, z, intensity, got {pts.shape}")
+    unknown = [c for c in channels if c not in DEFAULT_CHANNEL_STATS]
+    if unknown or not channels:
+        raise ValueError(f"channels: unknown {unknown} (or empty); choose from {list(RANGE_CHANNELS)}")
+    means = [DEFAULT_CHANNEL_STATS[c][0] for c in channels] if means is None else list(means)
+    stds = [DEFAULT_CHANNEL_STATS[c][1] for c in channels] if stds is None else list(stds)
+    if len(means) != len(channels) or len(stds) != len(channels):
+        raise ValueError(f"means/stds: need {len(channels)} values (one per channel), got {len(means)}/{len(stds)}")
+    if any(s <= 0 for s in stds):
+        raise ValueError(f"stds must be > 0, got {stds}")
+    if width_multiple < 1 or height_multiple < 1:
+        raise ValueError(f"width_multiple/height_multiple must be >= 1, got {width_multiple}/{height_multiple}")
+
+    proj = project_to_range_image(pts[:, :3], sensor, ring=ring)
+    per_point = {
+        "x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2], "intensity": pts[:, 3],
+        "range": np.linalg.norm(pts[:, :3].astype(np.float64), axis=1),
+        "mask": np.ones(pts.shape[0]),
+    }
+    values = np.stack([per_point[c] for c in channels], axis=1).astype(np.float32)  # (N, C)
+    img = gather_to_range_image(values, proj, fill=0.0)  # (H, W, C)
+    hit = proj.index_image >= 0
+    img = (img - np.asarray(means, np.float32)) / np.asarray(stds, np.float32)
+    img = np.where(hit[..., None], img, 0.0).astype(np.float32)
+    H, W = hit.shape
+    H_pad = -(-H // height_multiple) * height_multiple
+    W_pad = -(-W // width_multiple) * width_multiple
+    img = np.pad(img, ((0, H_pad - H), (0, W_pad - W), (0, 0)))
+    image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    return image, torch.from_numpy(proj.row), torch.from_numpy(proj.col), torch.from_numpy(proj.valid)
+
+
+def gather_point_features(
+    feature_map: torch.Tensor, batch_idx: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
+    """Per-point features read from a dense map (outside the deployed network).
+
+    Args:
+        feature_map: (B, D, H, W).
+        batch_idx, rows, cols: (P,) integer scan index and pixel of each point (only valid
+            points: negative indices would wrap around silently, so they are rejected).
+
+    Returns:
+        (P, D): row p is ``feature_map[batch_idx[p], :, rows[p], cols[p]]``.
+    """
+    if feature_map.ndim != 4:
+        raise ValueError(f"feature_map: expected (B, D, H, W), got {tuple(feature_map.shape)}")
+    if not (batch_idx.shape == rows.shape == cols.shape) or rows.ndim != 1:
+        raise ValueError(f"batch_idx/rows/cols: expected three (P,), got {batch_idx.shape}/{rows.shape}/{cols.shape}")
+    B, _, H, W = feature_map.shape
+    if rows.numel():
+        for name, v, hi in (("batch_idx", batch_idx, B), ("rows", rows, H), ("cols", cols, W)):
+            if int(v.min()) < 0 or int(v.max()) >= hi:
+                raise ValueError(f"{name}: values must be in [0, {hi}); filter points with `valid` first")
+    b, r, c = (t.to(feature_map.device, torch.long) for t in (batch_idx, rows, cols))
+    return feature_map[b, :, r, c]
+
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, stride: int | tuple[int, int] = 1):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 Conv-BN, identity shortcut, ReLU (ResNet BasicBlock)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = ConvBNReLU(channels, channels)
+        self.conv2 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.conv2(self.conv1(x)))
+
+
+class RangeNet(nn.Module):
+    """Range-image U-Net; (B, C_in, H, W) -> (B, out_dim, H, W).
+
+    Args:
+        input_channels: channel names of the input (as given to :func:`build_range_input`);
+            only their number matters to the network.
+        out_dim: channels of the 1x1 head.
+        widths: channels of the stem followed by one width per encoder stage.
+        strides: (row, column) stride of each encoder stage; H and W must be multiples of
+            their products (``input_multiple``). Default: width-only first and last.
+        normalize: L2-normalise each pixel's output (distillation).
+    """
+
+    def __init__(
+        self,
+        input_channels: Sequence[str] = RANGE_CHANNELS,
+        out_dim: int = 64,
+        widths: Sequence[int] = (32, 32, 64, 128, 256),
+        strides: Sequence[tuple[int, int]] = ((1, 2), (2, 2), (2, 2), (1, 2)),
+        normalize: bool = True,
+    ):
+        super().__init__()
+        if len(widths) != len(strides) + 1:
+            raise ValueError(f"widths needs len(strides) + 1 = {len(strides) + 1} entries (stem + stages), got {len(widths)}")
+        if not input_channels:
+            raise ValueError("input_channels: need at least one channel")
+        self.input_channels = tuple(input_channels)
+        self.strides = tuple((int(sh), int(sw)) for sh, sw in strides)
+        self.input_multiple = (
+            int(np.prod([s[0] for s in self.strides])),
+            int(np.prod([s[1] for s in self.strides])),
+        )
+        self.normalize = normalize
+        c_in = len(self.input_channels)
+        self.stem = nn.Sequential(ConvBNReLU(c_in, widths[0]), ResBlock(widths[0]))
+        self.down = nn.ModuleList(
+            nn.Sequential(ConvBNReLU(widths[i], widths[i + 1], 3, stride=self.strides[i]), ResBlock(widths[i + 1]))
+            for i in range(len(self.strides))
+        )
+        self.up = nn.ModuleList()
+        c = widths[-1]
+        for i in reversed(range(len(self.strides))):
+            skip = widths[i]
+            self.up.append(nn.Sequential(ConvBNReLU(c + skip, skip), ConvBNReLU(skip, skip)))
+            c = skip
+        self.feature_dim = c
+        self.out_dim = out_dim
+        self.head = nn.Conv2d(c, out_dim, 1)
+
+    def _check_shape(self, x: torch.Tensor) -> None:
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return
+        mh, mw = self.input_multiple
+        if x.ndim != 4 or x.shape[1] != len(self.input_channels) or x.shape[2] % mh or x.shape[3] % mw:
+            raise ValueError(
+                f"input: expected (B, {len(self.input_channels)}, H, W) with H a multiple of {mh} and W of {mw}, "
+                f"got {tuple(x.shape)}; pad with build_range_input(width_multiple={mw}, height_multiple={mh})"
+            )
+
+    def backbone(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, feature_dim, H, W) pre-head features (for linear probes)."""
+        self._check_shape(x)
+        x = self.stem(x)
+        skips = [x]
+        for down in self.down:
+            x = down(x)
+            skips.append(x)
+        skips.pop()
+        for up, (sh, sw) in zip(self.up, reversed(self.strides)):
+            # Constant scale factors keep the exported Resize static (no Shape ops).
+            x = F.interpolate(x, scale_factor=(float(sh), float(sw)), mode="bilinear", align_corners=False)
+            x = up(torch.cat([x, skips.pop()], dim=1))
+        return x
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, feature_dim, H, W) -> (B, out_dim, H, W), L2-normalised over channels when ``normalize``."""
+        out = self.head(features)
+        if self.normalize:
+            # Written out (not F.normalize) so that the export is ReduceSum/Sqrt/Max/Div only.
+            out = out / torch.sqrt((out * out).sum(dim=1, keepdim=True)).clamp_min(1e-12)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.backbone(x))
