@@ -63,6 +63,8 @@ def test_ray_job_submit_on_a_local_head(tmp_path):
     """`ray start --head` + `ray job submit --working-dir .` runs the pipeline on the cluster."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # the job's `python` is this venv's
+    # Ray 2.60 heads require a token by default; the CLI only sends it in token mode.
+    env["RAY_AUTH_MODE"] = "token"
     gcs_port, dash_port = _free_port(), _free_port()
     import ray as ray_module
 
