@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from modalities.camera.superpixels import SUPERPIXEL_METHODS
 from modalities.synthetic.config import SynthConfig
 
+from .slidr.config import DistillConfig
+
 
 class ConfigError(ValueError):
     """A config file or override that does not validate; the message names the field."""
@@ -43,6 +45,10 @@ class DatasetConfig(StrictModel):
     source: Literal["synthetic", "nuscenes"] = "synthetic"
     root: Path | None = None  # required for source=nuscenes
     version: str = "v1.0-synthetic"
+    # The last N scenes (in table order) are held out: never distilled on, used for evaluation.
+    holdout_scenes: int = Field(default=1, ge=0)
+    # Sensor model of the scans (range-view student, evaluation); preset name or YAML path.
+    lidar_sensor: str = "hdl32e"
 
     @model_validator(mode="after")
     def _root_for_real_data(self) -> "DatasetConfig":
@@ -78,7 +84,9 @@ class OverlayConfig(StrictModel):
     point_radius_px: int = Field(default=1, ge=1, le=10)  # 2 suits 1600x900 images
 
 
-STAGE_NAMES = ("synth", "superpixels", "overlay")
+STAGE_NAMES = ("synth", "superpixels", "overlay", "slidr_sparse", "slidr_range")
+# Distillation stage -> the student it trains.
+DISTILL_STUDENTS = {"slidr_sparse": "sparse_unet", "slidr_range": "range_net"}
 
 
 class PipelineConfig(StrictModel):
@@ -94,6 +102,8 @@ class PipelineConfig(StrictModel):
     synth: SynthConfig = SynthConfig()
     superpixels: SuperpixelsConfig = SuperpixelsConfig()
     overlay: OverlayConfig = OverlayConfig()
+    slidr_sparse: DistillConfig = DistillConfig(student="sparse_unet")
+    slidr_range: DistillConfig = DistillConfig(student="range_net")
 
     @field_validator("stages")
     @classmethod
@@ -111,6 +121,14 @@ class PipelineConfig(StrictModel):
     def _data_source_consistent(self) -> "PipelineConfig":
         if "synth" in self.stages and self.dataset.source != "synthetic":
             raise ValueError("stage 'synth' needs dataset.source: synthetic")
+        for stage, student in DISTILL_STUDENTS.items():
+            if getattr(self, stage).student != student:
+                raise ValueError(f"{stage}.student must be {student!r}")
+        if "synth" in self.stages and self.dataset.lidar_sensor != self.synth.lidar_sensor:
+            raise ValueError(
+                f"dataset.lidar_sensor ({self.dataset.lidar_sensor!r}) must equal synth.lidar_sensor"
+                f" ({self.synth.lidar_sensor!r})"
+            )
         if "synth" in self.stages and self.dataset.version != self.synth.version:
             raise ValueError(
                 f"dataset.version ({self.dataset.version!r}) must equal synth.version ({self.synth.version!r})"

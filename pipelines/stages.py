@@ -6,9 +6,12 @@ from .data.overlay_stage import run_overlay
 from .data.superpixels_stage import run_superpixels
 from .data.synth_stage import run_synth
 from .runner import Stage
+from .slidr.stage import run_distill
 
 STAGES: dict[str, Stage] = {
     "synth": Stage(run_synth, section="synth"),
     "superpixels": Stage(run_superpixels, section="superpixels", needs=("dataset",)),
     "overlay": Stage(run_overlay, section="overlay", needs=("dataset", "superpixels")),
+    "slidr_sparse": Stage(run_distill, section="slidr_sparse", needs=("dataset", "superpixels")),
+    "slidr_range": Stage(run_distill, section="slidr_range", needs=("dataset", "superpixels")),
 }

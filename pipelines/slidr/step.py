@@ -1,0 +1,37 @@
+"""One SLidR step: batch -> teacher pixel features + student point features -> loss.
+
+No Ray here: this runs in unit tests, benchmarks and the Ray Train worker alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..losses import superpixel_contrastive_loss
+from ..student_inputs import point_features
+from .data import SlidrBatch
+
+
+def distill_loss(student: nn.Module, teacher: nn.Module, batch: SlidrBatch, temperature: float) -> torch.Tensor:
+    """SLidR loss of one batch (DESIGN 5.1): pooled point features vs pooled pixel features."""
+    pixel = teacher(batch.images)  # (I, D, h, w), unit norm per pixel
+    D = pixel.shape[1]
+    pixel_feats = pixel.permute(0, 2, 3, 1).reshape(-1, D)
+    pixel_superpixel = batch.superpixels.reshape(-1)
+    points = point_features(student, batch.student_input)  # (P, D)
+    loss = superpixel_contrastive_loss(
+        points[batch.pair_point], batch.pair_superpixel, pixel_feats, pixel_superpixel,
+        batch.num_superpixels, temperature,
+    )
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite SLidR loss ({loss.item()}) on scans {batch.tokens}")
+    return loss
+
+
+def cosine_lr(step: int, total_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
+    """Cosine decay from ``base_lr`` at step 0 to ``min_lr`` at ``total_steps``."""
+    t = min(max(step, 0), total_steps) / max(total_steps, 1)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t))

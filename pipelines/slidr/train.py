@@ -1,0 +1,150 @@
+"""SLidR per-worker training loop (runs inside a Ray Train worker).
+
+Only this function touches ``ray.train`` (prepare, report, checkpoints); the step itself is
+:func:`pipelines.slidr.step.distill_loss`. Each epoch ends with a checkpoint folder:
+``student.safetensors``, ``teacher_head.safetensors``, ``state.pt`` (optimizer, epoch, loss
+history, tensors and plain types only, read back with ``weights_only=True``) and
+``meta.json`` written last. A restarted worker, or a re-run of the stage, continues from
+the newest checkpoint; the data order of an epoch depends only on (seed, epoch), so a
+resumed run sees the same batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..ray_train import META
+from .config import DistillConfig
+from .data import Collate, SlidrDataset
+from .model import build_image_teacher, build_student
+from .step import cosine_lr, distill_loss
+
+STAT_KEYS = ("scans", "skipped_no_pairs", "images_without_pairs", "crops_below_min_pairs", "pairs",
+             "pairs_without_student_feature")
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if hasattr(module, "module") else module
+
+
+def save_checkpoint(folder: Path, student, teacher, optimizer, epoch: int, history: list[dict], config: dict) -> None:
+    save_file({k: v.contiguous() for k, v in _unwrap(student).state_dict().items()}, str(folder / "student.safetensors"))
+    save_file({k: v.contiguous() for k, v in _unwrap(teacher).head.state_dict().items()},
+              str(folder / "teacher_head.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch, "history": history}, folder / "state.pt")
+    (folder / "distill_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    (folder / META).write_text(json.dumps({"epoch": epoch}))
+
+
+def load_checkpoint(folder: Path, student, teacher, optimizer) -> tuple[int, list[dict]]:
+    _unwrap(student).load_state_dict(load_file(str(folder / "student.safetensors")))
+    _unwrap(teacher).head.load_state_dict(load_file(str(folder / "teacher_head.safetensors")))
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epoch"]), list(state["history"])
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    cfg = DistillConfig.model_validate(loop_config["distill"])
+    torch.set_num_threads(max(1, int(loop_config["cpus_per_worker"])))
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(loop_config["seed"])
+
+    student = build_student(cfg)
+    teacher = build_image_teacher(cfg.teacher, cfg.out_dim)
+    params = list(student.parameters()) + list(teacher.head.parameters())
+    optimizer = torch.optim.SGD(
+        params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, dampening=cfg.optim.dampening,
+        weight_decay=cfg.optim.weight_decay,
+    )
+    start_epoch, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            start_epoch, history = load_checkpoint(Path(folder), student, teacher, optimizer)
+            start_epoch += 1
+    student = ray.train.torch.prepare_model(student)
+    teacher.to(device)
+
+    dataset = SlidrDataset(loop_config["scans"], cfg.augment, loop_config["budget"], loop_config["seed"])
+    collate = Collate(cfg.student, loop_config["budget"], cfg.sparse_unet.voxel_size, loop_config["sensor"])
+    generator = torch.Generator().manual_seed(loop_config["seed"])
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.batch_scans, shuffle=True, collate_fn=collate, num_workers=cfg.loader_workers,
+        generator=generator, drop_last=False,
+    )
+    loader = ray.train.torch.prepare_data_loader(loader, move_to_device=False)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    writer = SummaryWriter(loop_config["tensorboard_dir"]) if rank == 0 else None
+
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        lr = cosine_lr(epoch, cfg.optim.epochs, cfg.optim.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        dataset.set_epoch(epoch)
+        generator.manual_seed(loop_config["seed"] * 100_003 + epoch)  # epoch order independent of resumes
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        student.train()
+        teacher.train()
+        totals = dict.fromkeys(STAT_KEYS, 0)
+        losses, t0, t_data, t_step = [], time.perf_counter(), 0.0, 0.0
+        t_mark = time.perf_counter()
+        bar = tqdm(loader, desc=f"{cfg.student} epoch {epoch + 1}/{cfg.optim.epochs}", disable=rank != 0,
+                   mininterval=5, dynamic_ncols=True)
+        for batch in bar:
+            if batch is None:  # every scan of the batch had no pair in any camera
+                totals["skipped_no_pairs"] += cfg.batch_scans
+                continue
+            for k in STAT_KEYS:
+                totals[k] += batch.stats.get(k, 0)
+            batch.to(device)
+            t_data += time.perf_counter() - t_mark
+            t_mark = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss = distill_loss(student, teacher, batch, cfg.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(loss.item())
+            t_step += time.perf_counter() - t_mark
+            t_mark = time.perf_counter()
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if not losses:
+            raise ValueError(
+                f"epoch {epoch}: no batch with point-pixel pairs ({totals['skipped_no_pairs']} scans skipped);"
+                " check the calibration and that points project into the cameras"
+            )
+        wall = time.perf_counter() - t0
+        metrics = {
+            "epoch": epoch, "loss": sum(losses) / len(losses), "lr": lr, "steps": len(losses),
+            "scans_per_s": totals["scans"] / wall, "data_s": t_data, "step_s": t_step, **totals,
+        }
+        history.append(metrics)
+        if writer is not None:
+            for k in ("loss", "lr", "scans_per_s"):
+                writer.add_scalar(f"distill/{k}", metrics[k], epoch)
+            writer.flush()
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                save_checkpoint(Path(tmp), student, teacher, optimizer, epoch, history, loop_config["distill"])
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+    if writer is not None:
+        writer.close()

@@ -1,0 +1,109 @@
+"""Scans -> the input of a lidar student, and the student's output -> one feature per point.
+
+Both lidar students see a batch of scans through the same interface, so distillation and
+evaluation never branch on the architecture beyond this file:
+
+- ``sparse_unet``: cylindrical voxels (first point's intensity as the feature), coords
+  shifted non-negative by a multiple of 16; a point reads its voxel's feature.
+- ``range_net``: the range image; a point reads the feature of its (row, col) pixel. A
+  point outside every beam has no pixel (``point_valid`` False).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from modalities.lidar.range_net import RangeNet, build_range_input, gather_point_features
+from modalities.lidar.sensors import LidarSensor
+from modalities.lidar.sparse_unet import SparseUNet, spatial_shape_for
+from modalities.lidar.voxelize import shift_to_nonnegative, voxelize_cylindrical
+
+STUDENT_KINDS = ("sparse_unet", "range_net")
+
+
+@dataclass
+class StudentInput:
+    kind: str
+    batch_size: int
+    point_batch: torch.Tensor  # (P,) scan index of every point, scans concatenated
+    point_valid: torch.Tensor  # (P,) bool: the student has a feature for this point
+    voxel_coords: torch.Tensor | None = None  # (M, 4) int32 [b, i, j, k]
+    voxel_feats: torch.Tensor | None = None  # (M, 1)
+    spatial_shape: list[int] | None = None
+    point_voxel: torch.Tensor | None = None  # (P,) voxel row of every point
+    range_input: torch.Tensor | None = None  # (B, C, H, W)
+    point_row: torch.Tensor | None = None  # (P,)
+    point_col: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "StudentInput":
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device, non_blocking=True))
+        return self
+
+
+def make_student_input(
+    kind: str,
+    points_xyz: list[np.ndarray],
+    intensity: list[np.ndarray],
+    voxel_size: tuple[float, float, float] = (0.1, 1.0, 0.1),
+    sensor: LidarSensor | None = None,
+) -> StudentInput:
+    """Batch the scans ``points_xyz[b]`` (N_b, 3) with intensities in [0, 1] for ``kind``."""
+    point_batch = torch.from_numpy(np.concatenate([np.full(len(p), b) for b, p in enumerate(points_xyz)]))
+    if kind == "sparse_unet":
+        coords, feats, point_voxel = [], [], []
+        offset = 0
+        for b, (xyz, inten) in enumerate(zip(points_xyz, intensity)):
+            vc, inverse, first = voxelize_cylindrical(xyz, voxel_size)
+            vc = shift_to_nonnegative(vc, 16)
+            coords.append(np.concatenate([np.full((len(vc), 1), b, dtype=np.int32), vc.astype(np.int32)], 1))
+            feats.append(inten[first][:, None])  # SLidR: the intensity of the first point in the voxel
+            point_voxel.append(inverse + offset)
+            offset += len(vc)
+        voxel_coords = torch.from_numpy(np.concatenate(coords))
+        return StudentInput(
+            kind, len(points_xyz), point_batch, torch.ones(len(point_batch), dtype=torch.bool),
+            voxel_coords=voxel_coords,
+            voxel_feats=torch.from_numpy(np.concatenate(feats).astype(np.float32)),
+            spatial_shape=spatial_shape_for(voxel_coords),
+            point_voxel=torch.from_numpy(np.concatenate(point_voxel)),
+        )
+    if kind == "range_net":
+        if sensor is None:
+            raise ValueError("the range_net student needs the lidar sensor model (dataset.lidar_sensor)")
+        images, rows, cols, valid = [], [], [], []
+        for xyz, inten in zip(points_xyz, intensity):
+            image, row, col, ok = build_range_input(np.concatenate([xyz, inten[:, None]], 1), sensor)
+            images.append(image)
+            rows.append(row.clamp(min=0))
+            cols.append(col.clamp(min=0))
+            valid.append(ok)
+        return StudentInput(
+            kind, len(points_xyz), point_batch, torch.cat(valid),
+            range_input=torch.stack(images), point_row=torch.cat(rows), point_col=torch.cat(cols),
+        )
+    raise ValueError(f"unknown student {kind!r}; known: {STUDENT_KINDS}")
+
+
+def point_features(student: nn.Module, inp: StudentInput, backbone_only: bool = False) -> torch.Tensor:
+    """(P, D) feature of every point (rows of invalid points are meaningless: mask them).
+
+    ``backbone_only`` returns the pre-head features (linear probe / segmentation head input).
+    """
+    if inp.kind == "sparse_unet":
+        assert isinstance(student, SparseUNet)
+        vox = student.backbone_features(inp.voxel_feats, inp.voxel_coords, inp.batch_size, inp.spatial_shape)
+        if not backbone_only:
+            vox = student.forward_head(vox)
+        return vox[inp.point_voxel]
+    assert isinstance(student, RangeNet)
+    fmap = student.backbone(inp.range_input)
+    if not backbone_only:
+        fmap = student.forward_head(fmap)
+    return gather_point_features(fmap, inp.point_batch, inp.point_row, inp.point_col)
+
