@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from modalities.camera.superpixels import SUPERPIXEL_METHODS
 from modalities.synthetic.config import SynthConfig
 
+from .evaluate.config import EvaluateConfig
 from .slidr.config import DistillConfig
 
 
@@ -84,7 +85,7 @@ class OverlayConfig(StrictModel):
     point_radius_px: int = Field(default=1, ge=1, le=10)  # 2 suits 1600x900 images
 
 
-STAGE_NAMES = ("synth", "superpixels", "overlay", "slidr_sparse", "slidr_range")
+STAGE_NAMES = ("synth", "superpixels", "overlay", "slidr_sparse", "slidr_range", "evaluate")
 # Distillation stage -> the student it trains.
 DISTILL_STUDENTS = {"slidr_sparse": "sparse_unet", "slidr_range": "range_net"}
 
@@ -104,6 +105,7 @@ class PipelineConfig(StrictModel):
     overlay: OverlayConfig = OverlayConfig()
     slidr_sparse: DistillConfig = DistillConfig(student="sparse_unet")
     slidr_range: DistillConfig = DistillConfig(student="range_net")
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @field_validator("stages")
     @classmethod

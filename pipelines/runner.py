@@ -69,7 +69,7 @@ StageFn = Callable[[StageContext], StageResult]
 class Stage:
     fn: StageFn
     section: str  # the config section the stage reads
-    needs: tuple[str, ...] = ()  # upstream stages or "dataset"
+    needs: tuple[str, ...] = ()  # upstream stages or "dataset"; "name?" = only if in the pipeline
 
 
 def output_files(stage_dir: Path) -> list[Path]:
@@ -136,6 +136,10 @@ class Runner:
     def _inputs(self, stage: Stage) -> tuple[dict[str, Path], dict[str, str]]:
         paths, hashes = {}, {}
         for need in stage.needs:
+            if need.endswith("?"):
+                need = need[:-1]
+                if need not in self.cfg.stages:
+                    continue
             if need == "dataset":
                 paths["dataset"] = self.dataset_dir()
                 if "synth" in self.cfg.stages:

@@ -76,6 +76,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as folder:
             start_epoch, history = load_checkpoint(Path(folder), student, teacher, optimizer)
             start_epoch += 1
+    attempt_start = start_epoch  # recorded per epoch: > 0 marks epochs trained after a resume
     student = ray.train.torch.prepare_model(student)
     teacher.to(device)
 
@@ -132,7 +133,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             )
         wall = time.perf_counter() - t0
         metrics = {
-            "epoch": epoch, "loss": sum(losses) / len(losses), "lr": lr, "steps": len(losses),
+            "epoch": epoch, "attempt_start_epoch": attempt_start, "loss": sum(losses) / len(losses), "lr": lr,
+            "steps": len(losses),
             "scans_per_s": totals["scans"] / wall, "data_s": t_data, "step_s": t_step, **totals,
         }
         history.append(metrics)

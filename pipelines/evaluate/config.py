@@ -1,0 +1,22 @@
+"""Configuration of the few-label evaluation stage."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EvaluateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # Fractions of the training scans that get labels (at least one scan each). SLidR: 1 %.
+    label_fractions: list[float] = Field(default=[0.01, 0.1], min_length=1)
+    protocols: list[Literal["linear_probe", "finetune"]] = Field(default=["linear_probe", "finetune"], min_length=1)
+    probe_steps: int = Field(default=300, ge=1)
+    probe_lr: float = Field(default=1e-2, gt=0)  # Adam, on z-scored frozen features
+    finetune_epochs: int = Field(default=20, ge=1)
+    finetune_lr: float = Field(default=1e-3, gt=0)  # AdamW; our choice for few-label CPU runs
+    lovasz_weight: float = Field(default=1.0, ge=0)  # cross-entropy + this x Lovasz-softmax
+    batch_scans: int = Field(default=2, ge=1)
+    max_test_scans: int | None = Field(default=None, ge=1)  # cap for quick runs

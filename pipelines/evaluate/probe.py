@@ -1,0 +1,173 @@
+"""Few-label evaluation of a lidar student: linear probe and fine-tuning, point-wise mIoU.
+
+Protocols (SLidR, Sautier et al. CVPR 2022, section 4; reference valeoai/SLidR ``downstream/``):
+
+- linear probe: the backbone is frozen in eval mode (BatchNorm uses its running
+  statistics); per-point pre-head features are computed once, z-scored with the labeled
+  set's statistics and a linear classifier is trained with cross-entropy.
+- fine-tuning: the backbone plus a new linear classifier are trained end to end with
+  cross-entropy + Lovasz-softmax on the labeled scans (random z-rotation and x/y flips).
+
+Both report the confusion matrix on held-out scans; every comparison runs the same
+protocol on the same network from random initialisation.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalities.lidar.labels import IGNORE, lidarseg_to_16
+from modalities.lidar.sensors import LidarSensor
+from modalities.nuscenes_tables import load_lidarseg, load_points
+
+from ..slidr.augment import rotate_flip_z
+from ..slidr.data import INTENSITY_SCALE, ScanRef
+from ..student_inputs import make_student_input, point_features
+from .lovasz import lovasz_softmax
+from .metrics import confusion_matrix
+
+
+@dataclass
+class LabeledScan:
+    token: str
+    xyz: np.ndarray  # (N, 3)
+    intensity: np.ndarray  # (N,) in [0, 1]
+    labels: np.ndarray  # (N,) benchmark class or IGNORE
+
+
+def load_labeled_scans(scans: list[ScanRef]) -> list[LabeledScan]:
+    out = []
+    for s in scans:
+        if s.lidarseg_path is None:
+            raise ValueError(f"scan {s.token} ({s.lidar_path}) has no lidarseg labels; evaluation needs them")
+        raw = load_points(s.lidar_path)
+        labels = lidarseg_to_16(load_lidarseg(s.lidarseg_path, num_points=len(raw)))
+        out.append(LabeledScan(s.token, raw[:, :3].copy(), raw[:, 3] / INTENSITY_SCALE, labels))
+    return out
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """How to feed a student: its kind, voxel size (sparse) and sensor model (range)."""
+
+    kind: str
+    voxel_size: tuple[float, float, float]
+    sensor: LidarSensor | None
+
+
+def _batches(scans: list[LabeledScan], size: int):
+    for i in range(0, len(scans), size):
+        yield scans[i : i + size]
+
+
+@torch.no_grad()
+def extract_features(student: nn.Module, scans: list[LabeledScan], spec: StudentSpec, batch_scans: int = 2):
+    """(features (P, F), labels (P,)) over all points of ``scans`` that the student sees."""
+    student.eval()
+    feats, labels = [], []
+    for group in _batches(scans, batch_scans):
+        inp = make_student_input(spec.kind, [s.xyz for s in group], [s.intensity for s in group],
+                                 spec.voxel_size, spec.sensor)
+        f = point_features(student, inp, backbone_only=True)
+        y = torch.from_numpy(np.concatenate([s.labels for s in group]))
+        feats.append(f[inp.point_valid])
+        labels.append(y[inp.point_valid])
+    return torch.cat(feats), torch.cat(labels)
+
+
+def linear_probe(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    steps: int,
+    lr: float,
+    seed: int,
+    points_per_step: int = 16384,
+) -> np.ndarray:
+    """Train a linear classifier on frozen features; the confusion matrix on ``test``."""
+    x, y = train
+    keep = y != IGNORE
+    x, y = x[keep], y[keep]
+    if len(y) == 0:
+        raise ValueError("linear probe: the labeled scans have no labeled point")
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    g = torch.Generator().manual_seed(seed)
+    clf = nn.Linear(x.shape[1], num_classes)
+    opt = torch.optim.Adam(clf.parameters(), lr=lr)
+    xn = (x - mean) / std
+    for _ in range(steps):
+        idx = torch.randint(len(y), (min(points_per_step, len(y)),), generator=g)
+        loss = F.cross_entropy(clf(xn[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = clf((test[0] - mean) / std).argmax(1)
+    return confusion_matrix(pred.numpy(), test[1].numpy(), num_classes)
+
+
+class Segmenter(nn.Module):
+    """A student backbone with a linear per-point classifier on its pre-head features."""
+
+    def __init__(self, student: nn.Module, num_classes: int):
+        super().__init__()
+        self.student = student
+        self.classifier = nn.Linear(student.feature_dim, num_classes)
+
+    def forward(self, inp) -> torch.Tensor:
+        return self.classifier(point_features(self.student, inp, backbone_only=True))
+
+
+def finetune(
+    student: nn.Module,
+    train_scans: list[LabeledScan],
+    test_scans: list[LabeledScan],
+    spec: StudentSpec,
+    num_classes: int,
+    epochs: int,
+    lr: float,
+    batch_scans: int,
+    seed: int,
+    lovasz_weight: float = 1.0,
+) -> tuple[np.ndarray, list[float]]:
+    """Fine-tune a copy of ``student`` end to end; (confusion on ``test_scans``, loss per epoch)."""
+    torch.manual_seed(seed)
+    model = Segmenter(copy.deepcopy(student), num_classes)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    rng = np.random.default_rng(seed)
+    curve = []
+    for epoch in range(epochs):
+        model.train()
+        order = rng.permutation(len(train_scans))
+        losses = []
+        for i in range(0, len(order), batch_scans):
+            group = [train_scans[j] for j in order[i : i + batch_scans]]
+            xyz = [rotate_flip_z(s.xyz, rng) for s in group]
+            inp = make_student_input(spec.kind, xyz, [s.intensity for s in group], spec.voxel_size, spec.sensor)
+            y = torch.from_numpy(np.concatenate([s.labels for s in group]))
+            logits = model(inp)[inp.point_valid]
+            y = y[inp.point_valid]
+            loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
+            if lovasz_weight:
+                loss = loss + lovasz_weight * lovasz_softmax(logits.softmax(1), y, IGNORE)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        curve.append(float(np.mean(losses)))
+    model.eval()
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    with torch.no_grad():
+        for group in _batches(test_scans, batch_scans):
+            inp = make_student_input(spec.kind, [s.xyz for s in group], [s.intensity for s in group],
+                                     spec.voxel_size, spec.sensor)
+            pred = model(inp).argmax(1)[inp.point_valid]
+            y = torch.from_numpy(np.concatenate([s.labels for s in group]))[inp.point_valid]
+            conf += confusion_matrix(pred.numpy(), y.numpy(), num_classes)
+    return conf, curve
