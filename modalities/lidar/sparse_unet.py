@@ -35,12 +35,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import warnings
+
 import numpy as np
-import spconv.pytorch as spconv
 import torch
 import torch.nn.functional as F
-from spconv.pytorch import ConvAlgo
 from torch import nn
+
+with warnings.catch_warnings():
+    # spconv 2.3 decorates its ops with the deprecated torch.cuda.amp.custom_fwd/bwd.
+    warnings.simplefilter("ignore", FutureWarning)
+    import spconv.pytorch as spconv
+    from spconv.pytorch import ConvAlgo
 
 MINKUNET34C_PLANES = (32, 64, 128, 256, 256, 128, 96, 96)
 MINKUNET34C_LAYERS = (2, 3, 4, 6, 2, 2, 2, 2)

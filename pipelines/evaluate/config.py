@@ -15,7 +15,7 @@ class EvaluateConfig(BaseModel):
     protocols: list[Literal["linear_probe", "finetune"]] = Field(default=["linear_probe", "finetune"], min_length=1)
     probe_steps: int = Field(default=300, ge=1)
     probe_lr: float = Field(default=1e-2, gt=0)  # Adam, on z-scored frozen features
-    finetune_epochs: int = Field(default=20, ge=1)
+    finetune_steps: int = Field(default=200, ge=1)  # optimizer steps (few labels: epochs are tiny)
     finetune_lr: float = Field(default=1e-3, gt=0)  # AdamW; our choice for few-label CPU runs
     lovasz_weight: float = Field(default=1.0, ge=0)  # cross-entropy + this x Lovasz-softmax
     batch_scans: int = Field(default=2, ge=1)

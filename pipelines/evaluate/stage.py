@@ -70,7 +70,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                         train_feats = extract_features(student, labeled, spec, cfg.batch_scans)
                         conf = linear_probe(train_feats, test_feats, C, cfg.probe_steps, cfg.probe_lr, ctx.seed)
                     else:
-                        conf, _ = finetune(student, labeled, test_scans, spec, C, cfg.finetune_epochs,
+                        conf, _ = finetune(student, labeled, test_scans, spec, C, cfg.finetune_steps,
                                            cfg.finetune_lr, cfg.batch_scans, ctx.seed, cfg.lovasz_weight)
                     iou = iou_per_class(conf)
                     rows.append({
