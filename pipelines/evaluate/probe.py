@@ -153,8 +153,11 @@ def finetune(
     batch_scans: int,
     seed: int,
     lovasz_weight: float = 1.0,
-) -> tuple[np.ndarray, list[float]]:
-    """Fine-tune a copy of ``student`` for ``steps`` steps; (confusion on ``test_scans``, loss per step)."""
+) -> tuple[np.ndarray, list[float], Segmenter]:
+    """Fine-tune a copy of ``student`` for ``steps`` steps.
+
+    Returns (confusion on ``test_scans``, loss per step, the fine-tuned model in eval mode).
+    """
     torch.manual_seed(seed)
     model = Segmenter(copy.deepcopy(student), num_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -189,4 +192,4 @@ def finetune(
             pred = model(inp).argmax(1)[inp.point_valid]
             y = torch.from_numpy(np.concatenate([s.labels for s in group]))[inp.point_valid]
             conf += confusion_matrix(pred.numpy(), y.numpy(), num_classes)
-    return conf, curve
+    return conf, curve, model

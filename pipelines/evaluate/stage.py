@@ -9,10 +9,12 @@ the held-out scenes go into ``results.json`` and the report.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+
+from safetensors.torch import load_file, save_file
 
 from modalities.fileio import atomic_write_json
 from modalities.lidar.labels import CLASS_NAMES
@@ -21,12 +23,45 @@ from modalities.lidar.sensors import load_sensor
 from ..config import DISTILL_STUDENTS
 from ..runner import StageContext, StageResult
 from ..slidr.config import DistillConfig
-from ..slidr.data import list_scans, split_by_scene
-from ..slidr.model import build_student
+from ..slidr.data import INTENSITY_SCALE, ScanRef, list_scans, split_by_scene
+from ..slidr.model import build_student, student_kwargs
 from ..slidr.stage import upstream_config
 from .config import EvaluateConfig
 from .metrics import iou_per_class, mean_iou
 from .probe import StudentSpec, extract_features, finetune, linear_probe, load_labeled_scans
+
+
+def save_segmenter(folder: Path, stage: str, dcfg: DistillConfig, model, fraction: float, miou: float,
+                   sensor: dict, calibration: list[ScanRef], heldout: list[ScanRef]) -> Path:
+    """``<stage>_<pct>pct.safetensors`` (student + classifier) and a JSON sidecar that rebuilds it.
+
+    The sidecar is everything the deploy stage needs without importing ``pipelines``: the
+    student class and constructor arguments, the classes, the pre-processing parameters,
+    and the real scans to calibrate INT8 on (labeled training scans) and to measure
+    accuracy on (held-out scenes).
+    """
+    name = f"{stage}_{fraction * 100:g}pct"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(folder / f"{name}.safetensors")
+    atomic_write_json(folder / f"{name}.json", {
+        "distill_stage": stage, "distill_config": dcfg.model_dump(mode="json"), "label_fraction": fraction,
+        "student": dcfg.student, "student_kwargs": student_kwargs(dcfg), "num_classes": len(CLASS_NAMES),
+        "classes": list(CLASS_NAMES), "miou_heldout": miou, "weights": f"{name}.safetensors",
+        "state_dict_layout": "student.* = the student, classifier.* = nn.Linear(student.feature_dim, num_classes)",
+        "preprocessing": {"intensity_scale": INTENSITY_SCALE, "sensor": sensor,
+                          "voxel_size": list(dcfg.sparse_unet.voxel_size), "point_columns": "x y z intensity ring",
+                          "label_mapping": "nuScenes lidarseg general index -> 16 benchmark classes"},
+        "calibration_scans": [_scan_files(s) for s in calibration],
+        "heldout_scans": [_scan_files(s) for s in heldout],
+    })
+    return folder / f"{name}.safetensors"
+
+
+def _scan_files(scan: ScanRef) -> dict:
+    return {"token": scan.token, "lidar": str(Path(scan.lidar_path).resolve()),
+            "lidarseg": str(Path(scan.lidarseg_path).resolve()) if scan.lidarseg_path else None}
 
 
 def labeled_subset(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -60,7 +95,8 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                 student.load_state_dict(load_file(str(ctx.inputs[stage] / "student.safetensors")))
             test_feats = None
             for fraction in cfg.label_fractions:
-                labeled = [train_scans[i] for i in labeled_subset(len(train_scans), fraction, ctx.seed)]
+                labeled_idx = labeled_subset(len(train_scans), fraction, ctx.seed)
+                labeled = [train_scans[i] for i in labeled_idx]
                 for protocol in cfg.protocols:
                     ctx.log.info("%s %s init, %s, %.0f%% labels (%d scans)", dcfg.student, init, protocol,
                                  fraction * 100, len(labeled))
@@ -70,8 +106,11 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                         train_feats = extract_features(student, labeled, spec, cfg.batch_scans)
                         conf = linear_probe(train_feats, test_feats, C, cfg.probe_steps, cfg.probe_lr, ctx.seed)
                     else:
-                        conf, _ = finetune(student, labeled, test_scans, spec, C, cfg.finetune_steps,
-                                           cfg.finetune_lr, cfg.batch_scans, ctx.seed, cfg.lovasz_weight)
+                        conf, _, model = finetune(student, labeled, test_scans, spec, C, cfg.finetune_steps,
+                                                  cfg.finetune_lr, cfg.batch_scans, ctx.seed, cfg.lovasz_weight)
+                        if init == "slidr":  # the deployable segmentation model (see deploy/)
+                            save_segmenter(ctx.stage_dir / "models", stage, dcfg, model, fraction, mean_iou(conf),
+                                           sensor.to_dict(), [train_refs[i] for i in labeled_idx], test_refs)
                     iou = iou_per_class(conf)
                     rows.append({
                         "student": dcfg.student, "init": init, "protocol": protocol, "label_fraction": fraction,

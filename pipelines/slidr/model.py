@@ -5,20 +5,22 @@ from __future__ import annotations
 from torch import nn
 
 from modalities.camera.teachers import ImageTeacher, build_teacher
-from modalities.lidar.range_net import RangeNet
-from modalities.lidar.sparse_unet import SparseUNet
+from modalities.lidar.students import build_lidar_student
 
 from .config import DistillConfig, TeacherConfig
 
 
-def build_student(cfg: DistillConfig, normalize: bool = True) -> nn.Module:
+def student_kwargs(cfg: DistillConfig, normalize: bool = True) -> dict:
+    """Constructor arguments of the configured student (saved beside exported models)."""
     if cfg.student == "sparse_unet":
-        return SparseUNet(
-            in_channels=1, out_dim=cfg.out_dim, planes=cfg.sparse_unet.planes, layers=cfg.sparse_unet.layers,
-            normalize=normalize,
-        )
+        return {"in_channels": 1, "out_dim": cfg.out_dim, "planes": list(cfg.sparse_unet.planes),
+                "layers": list(cfg.sparse_unet.layers), "normalize": normalize}
     w = cfg.range_net.base_channels
-    return RangeNet(out_dim=cfg.out_dim, widths=(w, w, 2 * w, 4 * w, 8 * w), normalize=normalize)
+    return {"out_dim": cfg.out_dim, "widths": [w, w, 2 * w, 4 * w, 8 * w], "normalize": normalize}
+
+
+def build_student(cfg: DistillConfig, normalize: bool = True) -> nn.Module:
+    return build_lidar_student(cfg.student, student_kwargs(cfg, normalize))
 
 
 def build_image_teacher(cfg: TeacherConfig, out_dim: int) -> ImageTeacher:
