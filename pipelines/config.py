@@ -37,8 +37,9 @@ class RayConfig(StrictModel):
     address: str | None = None
     # CPUs for a local instance; None lets Ray count them.
     num_cpus: int | None = Field(default=None, ge=1)
-    # The dashboard is only needed for `ray job submit`; it binds to 127.0.0.1.
-    include_dashboard: bool = False
+    # The dashboard (bound to 127.0.0.1) also serves Ray's state API, which Ray Train's
+    # placement-group cleaner polls; without it that cleaner only logs warnings.
+    include_dashboard: bool = True
 
 
 class DatasetConfig(StrictModel):
