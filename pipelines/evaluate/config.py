@@ -13,6 +13,8 @@ class EvaluateConfig(BaseModel):
     # Fractions of the training scans that get labels (at least one scan each). SLidR: 1 %.
     label_fractions: list[float] = Field(default=[0.01, 0.1], min_length=1)
     protocols: list[Literal["linear_probe", "finetune"]] = Field(default=["linear_probe", "finetune"], min_length=1)
+    # Fine-tuning is the costly protocol: None runs it at every label fraction, a list at those only.
+    finetune_label_fractions: list[float] | None = None
     probe_steps: int = Field(default=300, ge=1)
     probe_lr: float = Field(default=1e-2, gt=0)  # Adam, on z-scored frozen features
     finetune_steps: int = Field(default=200, ge=1)  # optimizer steps (few labels: epochs are tiny)

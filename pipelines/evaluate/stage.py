@@ -98,6 +98,9 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                 labeled_idx = labeled_subset(len(train_scans), fraction, ctx.seed)
                 labeled = [train_scans[i] for i in labeled_idx]
                 for protocol in cfg.protocols:
+                    if protocol == "finetune" and cfg.finetune_label_fractions is not None \
+                            and fraction not in cfg.finetune_label_fractions:
+                        continue
                     ctx.log.info("%s %s init, %s, %.0f%% labels (%d scans)", dcfg.student, init, protocol,
                                  fraction * 100, len(labeled))
                     if protocol == "linear_probe":
