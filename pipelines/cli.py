@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="report GPU, spconv algorithm, TensorRT, Ray, free disk")
     doctor.set_defaults(fn=_cmd_doctor)
+
+    from deploy.cli import add_deploy_commands
+
+    add_deploy_commands(sub)  # export, quantize, bench, infer
     return p
 
 

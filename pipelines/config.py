@@ -86,7 +86,17 @@ class OverlayConfig(StrictModel):
     point_radius_px: int = Field(default=1, ge=1, le=10)  # 2 suits 1600x900 images
 
 
-STAGE_NAMES = ("synth", "superpixels", "overlay", "slidr_sparse", "slidr_range", "evaluate")
+class DeployConfig(StrictModel):
+    # Model of evaluate/models/ to ship (e.g. slidr_range_10pct); None: the run's only range_net model.
+    model: str | None = None
+    precisions: list[Literal["fp16", "int8"]] = Field(default=["fp16", "int8"])
+    bench: bool = True
+    bench_batch: int = Field(default=4, ge=1)
+    bench_iters: int = Field(default=30, ge=1)
+    max_scans: int | None = Field(default=None, ge=1)  # held-out scans for parity/mIoU; None = all
+
+
+STAGE_NAMES = ("synth", "superpixels", "overlay", "slidr_sparse", "slidr_range", "evaluate", "deploy")
 # Distillation stage -> the student it trains.
 DISTILL_STUDENTS = {"slidr_sparse": "sparse_unet", "slidr_range": "range_net"}
 
@@ -107,6 +117,7 @@ class PipelineConfig(StrictModel):
     slidr_sparse: DistillConfig = DistillConfig(student="sparse_unet")
     slidr_range: DistillConfig = DistillConfig(student="range_net")
     evaluate: EvaluateConfig = EvaluateConfig()
+    deploy: DeployConfig = DeployConfig()
 
     @field_validator("stages")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .data.overlay_stage import run_overlay
 from .data.superpixels_stage import run_superpixels
 from .data.synth_stage import run_synth
+from .deploy_stage import run_deploy
 from .evaluate.stage import run_evaluate
 from .runner import Stage
 from .slidr.stage import run_distill
@@ -17,4 +18,5 @@ STAGES: dict[str, Stage] = {
     "slidr_range": Stage(run_distill, section="slidr_range", needs=("dataset", "superpixels")),
     # "?" marks an optional input: used when that stage is part of the pipeline.
     "evaluate": Stage(run_evaluate, section="evaluate", needs=("dataset", "slidr_sparse?", "slidr_range?")),
+    "deploy": Stage(run_deploy, section="deploy", needs=("evaluate",)),
 }

@@ -1,0 +1,40 @@
+"""End to end at toy size, as a user runs it: pipeline run -> export --quantize -> infer -> bench (real CLIs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_pipeline_run_to_labels(tmp_path):
+    runs = tmp_path / "runs"
+    subprocess.run([sys.executable, "-m", "pipelines", "run", "configs/slidr_tiny.yaml", f"runs_dir={runs}",
+                    "stages=[synth, superpixels, slidr_range, evaluate]"], cwd=ROOT, check=True, timeout=900)
+    run = runs / "slidr_tiny"
+    deploy = [sys.executable, "-m", "deploy.cli"]
+    out = subprocess.run([*deploy, "export", str(run), "--quantize"], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip().splitlines()[-1]
+    bundle = Path(out)
+    assert bundle == run / "bundle" / "slidr_range_50pct"
+    meta = json.loads((bundle / "metadata.json").read_text())
+    assert meta["metrics"]["parity_fp32"]["max_rel_err"] <= 1e-4
+    # The deployed graph reproduces the evaluate stage's own held-out mIoU.
+    assert meta["metrics"]["miou_heldout"]["fp32"] == pytest.approx(meta["metrics"]["miou_heldout_pipeline"], abs=1e-6)
+    assert set(meta["metrics"]["miou_heldout"]) == {"fp32", "fp16", "int8"}
+    scan = json.loads((run / "evaluate/models/slidr_range_50pct.json").read_text())["heldout_scans"][0]["lidar"]
+    subprocess.run([*deploy, "infer", str(bundle), scan, "--out", str(tmp_path / "labels"), "--precision", "int8"],
+                   cwd=ROOT, check=True)
+    labels = np.load(next((tmp_path / "labels").glob("*.labels.npy")))
+    assert labels.dtype == np.uint8 and labels.shape == (Path(scan).stat().st_size // 20,)
+    subprocess.run([*deploy, "bench", str(bundle), "--iters", "2", "--warmup", "1", "--batch", "2",
+                    "--backend", "onnxruntime"], cwd=ROOT, check=True)
+    assert (bundle / "report" / "bench.png").is_file()
