@@ -69,7 +69,7 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
         "model.onnx (opset 17, static shape), metadata.json (pre/post-processing, metrics, sha256 of every file), "
         "report.md. Fails, leaving no bundle, if ONNX Runtime disagrees with PyTorch on the held-out scans "
         "(relative error > 1e-4). Lists every node TensorRT 10.3 cannot run.")
-    ex.add_argument("run_dir", type=Path, help="pipeline run folder, e.g. runs/slidr_demo")
+    ex.add_argument("run_dir", type=Path, help="pipeline run folder, e.g. runs/demo")
     ex.add_argument("--model", help="model name in RUN_DIR/evaluate/models (default: the only range_net model)")
     ex.add_argument("--out", type=Path, help="bundle folder (default RUN_DIR/bundle/<model>)")
     ex.add_argument("--quantize", action="store_true", help="also add fp16 and int8 models (as `quantize`)")

@@ -35,7 +35,7 @@ def run_deploy(ctx: StageContext) -> StageResult:
     if cfg.bench:
         out = run_bench(bundle_dir, batch=cfg.bench_batch, iters=cfg.bench_iters)
         for r in out["results"]:
-            backend = r['backend'].replace(' ', '_')
+            backend = r["backend"].replace(" ", "_")
             metrics[f"p50_ms_{backend}_{r['precision']}_b{r['batch']}"] = round(r["p50_ms"], 2)
         md += ["", f"Latency on {out['machine']}:", "", "![bench](deploy/bundle/report/bench.png)"]
     return StageResult(metrics=metrics, report_md="\n".join(md) + "\n")
