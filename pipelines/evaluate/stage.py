@@ -109,8 +109,11 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                         train_feats = extract_features(student, labeled, spec, cfg.batch_scans)
                         conf = linear_probe(train_feats, test_feats, C, cfg.probe_steps, cfg.probe_lr, ctx.seed)
                     else:
+                        torch.manual_seed(ctx.seed)
+                        fresh = build_student(dcfg)  # weight-scale reference (identical to the random init)
                         conf, _, model = finetune(student, labeled, test_scans, spec, C, cfg.finetune_steps,
-                                                  cfg.finetune_lr, cfg.batch_scans, ctx.seed, cfg.lovasz_weight)
+                                                  cfg.finetune_lr, cfg.batch_scans, ctx.seed, cfg.lovasz_weight,
+                                                  init_reference=fresh)
                         if init == "slidr":  # the deployable segmentation model (see deploy/)
                             save_segmenter(ctx.stage_dir / "models", stage, dcfg, model, fraction, mean_iou(conf),
                                            sensor.to_dict(), [train_refs[i] for i in labeled_idx], test_refs)

@@ -43,3 +43,21 @@ def test_linear_probe_separates_separable_features():
     x = torch.nn.functional.one_hot(y, 3).float() * 5 + torch.randn(3000, 3, generator=g) * 0.3
     conf = linear_probe((x[:2000], y[:2000]), (x[2000:], y[2000:]), 3, steps=100, lr=0.05, seed=0)
     assert mean_iou(conf) > 95
+
+
+def test_weight_rescaling_keeps_the_function_in_train_mode():
+    from torch import nn
+
+    from pipelines.evaluate.probe import match_init_weight_scale
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4))
+    ref = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4))
+    with torch.no_grad():
+        net[0].weight.mul_(7.0)
+        net[3].weight.mul_(3.0)
+    x = torch.randn(4, 3, 10, 10)
+    before = net(x)
+    assert match_init_weight_scale(net, ref) == 2
+    assert torch.allclose(net(x), before, atol=1e-3)  # equal up to the BN eps term
+    assert torch.isclose(net[0].weight.norm(), ref[0].weight.norm())
