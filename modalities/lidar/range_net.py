@@ -35,25 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalities.lidar.range_view import gather_to_range_image, project_to_range_image
+from modalities.lidar.range_view import DEFAULT_CHANNEL_STATS, RANGE_CHANNELS, range_image_input  # noqa: F401
 from modalities.lidar.sensors import LidarSensor
-
-RANGE_CHANNELS = ("range", "x", "y", "z", "intensity", "mask")
-
-# (mean, std) per channel. range/x/y/z/intensity: RangeNet++'s SemanticKITTI statistics
-# (lidar-bonnetal arch_cfg img_means/img_stds; HDL-64E, remission in [0, 1]). Replace them
-# with statistics of your own sensor's data: e.g. nuScenes intensity is in [0, 255], so
-# pass intensity (mean, std) of that scale or rescale the intensities to [0, 1] first.
-# The mask is left as 0/1.
-DEFAULT_CHANNEL_STATS: dict[str, tuple[float, float]] = {
-    "range": (12.12, 12.32),
-    "x": (10.88, 11.47),
-    "y": (0.23, 6.91),
-    "z": (-1.04, 0.86),
-    "intensity": (0.21, 0.16),
-    "mask": (0.0, 1.0),
-}
-
 
 def build_range_input(
     points: np.ndarray,
@@ -65,10 +48,10 @@ def build_range_input(
     height_multiple: int = 1,
     ring: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Range-image network input of one scan, and each point's pixel.
+    """Range-image network input of one scan, and each point's pixel, as torch tensors.
 
-    Following RangeNet++, each channel is normalised as ``(v - mean) / std`` and empty
-    pixels are then set to 0 in every channel.
+    :func:`modalities.lidar.range_view.range_image_input` does the work (numpy, shared with
+    the torch-free robot runtime); see it for the normalisation.
 
     Args:
         points: (N, >=4) x, y, z (metres, lidar frame), intensity.
@@ -85,38 +68,9 @@ def build_range_input(
         where not valid); valid (N,) bool (inside the sensor's range and beams; a valid
         point may share its pixel with a closer point and then reads that pixel's features).
     """
-    pts = np.asarray(points)
-    if pts.ndim != 2 or pts.shape[1] < 4:
-        raise ValueError(f"points: expected (N, >=4) x, y, z, intensity, got {pts.shape}")
-    unknown = [c for c in channels if c not in DEFAULT_CHANNEL_STATS]
-    if unknown or not channels:
-        raise ValueError(f"channels: unknown {unknown} (or empty); choose from {list(RANGE_CHANNELS)}")
-    means = [DEFAULT_CHANNEL_STATS[c][0] for c in channels] if means is None else list(means)
-    stds = [DEFAULT_CHANNEL_STATS[c][1] for c in channels] if stds is None else list(stds)
-    if len(means) != len(channels) or len(stds) != len(channels):
-        raise ValueError(f"means/stds: need {len(channels)} values (one per channel), got {len(means)}/{len(stds)}")
-    if any(s <= 0 for s in stds):
-        raise ValueError(f"stds must be > 0, got {stds}")
-    if width_multiple < 1 or height_multiple < 1:
-        raise ValueError(f"width_multiple/height_multiple must be >= 1, got {width_multiple}/{height_multiple}")
-
-    proj = project_to_range_image(pts[:, :3], sensor, ring=ring)
-    per_point = {
-        "x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2], "intensity": pts[:, 3],
-        "range": np.linalg.norm(pts[:, :3].astype(np.float64), axis=1),
-        "mask": np.ones(pts.shape[0]),
-    }
-    values = np.stack([per_point[c] for c in channels], axis=1).astype(np.float32)  # (N, C)
-    img = gather_to_range_image(values, proj, fill=0.0)  # (H, W, C)
-    hit = proj.index_image >= 0
-    img = (img - np.asarray(means, np.float32)) / np.asarray(stds, np.float32)
-    img = np.where(hit[..., None], img, 0.0).astype(np.float32)
-    H, W = hit.shape
-    H_pad = -(-H // height_multiple) * height_multiple
-    W_pad = -(-W // width_multiple) * width_multiple
-    img = np.pad(img, ((0, H_pad - H), (0, W_pad - W), (0, 0)))
-    image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-    return image, torch.from_numpy(proj.row), torch.from_numpy(proj.col), torch.from_numpy(proj.valid)
+    inp = range_image_input(points, sensor, channels, means, stds, width_multiple, height_multiple, ring)
+    return (torch.from_numpy(inp.image), torch.from_numpy(inp.rows), torch.from_numpy(inp.cols),
+            torch.from_numpy(inp.valid))
 
 
 def gather_point_features(

@@ -22,6 +22,7 @@ offsets), so ``unproject_range_image`` is exact for points lying on beam rays.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,3 +194,95 @@ def unproject_range_image(range_image: np.ndarray, sensor: LidarSensor, empty_ma
     return np.stack([xy * np.cos(azimuth), xy * np.sin(azimuth), range_m * np.sin(elevation)], axis=1).astype(
         np.float32
     )
+
+
+RANGE_CHANNELS = ("range", "x", "y", "z", "intensity", "mask")
+
+# (mean, std) per channel. range/x/y/z/intensity: RangeNet++'s SemanticKITTI statistics
+# (lidar-bonnetal arch_cfg img_means/img_stds; HDL-64E, remission in [0, 1]). Replace them
+# with statistics of your own sensor's data: e.g. nuScenes intensity is in [0, 255], so
+# pass intensity (mean, std) of that scale or rescale the intensities to [0, 1] first.
+# The mask is left as 0/1.
+DEFAULT_CHANNEL_STATS: dict[str, tuple[float, float]] = {
+    "range": (12.12, 12.32),
+    "x": (10.88, 11.47),
+    "y": (0.23, 6.91),
+    "z": (-1.04, 0.86),
+    "intensity": (0.21, 0.16),
+    "mask": (0.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class RangeInput:
+    """One scan as a range-view network input.
+
+    Attributes:
+        image: (C, H, W) float32 network input.
+        rows, cols: (N,) int64 pixel of each point, -1 where ``valid`` is False.
+        valid: (N,) bool: the point has a pixel (a valid point may share it with a closer one
+            and then reads that pixel's features).
+    """
+
+    image: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    valid: np.ndarray
+
+
+def range_image_input(
+    points: np.ndarray,
+    sensor: LidarSensor,
+    channels: Sequence[str] = RANGE_CHANNELS,
+    means: Sequence[float] | None = None,
+    stds: Sequence[float] | None = None,
+    width_multiple: int = 16,
+    height_multiple: int = 1,
+    ring: np.ndarray | None = None,
+) -> RangeInput:
+    """Range-image network input of one scan (numpy only: training and the robot share it).
+
+    Following RangeNet++, each channel is normalised as ``(v - mean) / std`` and empty
+    pixels are then set to 0 in every channel.
+
+    Args:
+        points: (N, >=4) x, y, z (metres, lidar frame), intensity.
+        sensor: sensor model (beams -> H, columns -> W before padding).
+        channels: names from :data:`RANGE_CHANNELS`, in the order of the input tensor.
+        means, stds: per-channel constants, same length as ``channels``; default
+            :data:`DEFAULT_CHANNEL_STATS` (KITTI statistics; see there).
+        width_multiple, height_multiple: pad W (H) on the right (bottom) with empty pixels
+            to a multiple of these (a network's total stride).
+        ring: optional (N,) beam index per point (nuScenes), passed to the projection.
+    """
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] < 4:
+        raise ValueError(f"points: expected (N, >=4) x, y, z, intensity, got {pts.shape}")
+    unknown = [c for c in channels if c not in DEFAULT_CHANNEL_STATS]
+    if unknown or not channels:
+        raise ValueError(f"channels: unknown {unknown} (or empty); choose from {list(RANGE_CHANNELS)}")
+    means = [DEFAULT_CHANNEL_STATS[c][0] for c in channels] if means is None else list(means)
+    stds = [DEFAULT_CHANNEL_STATS[c][1] for c in channels] if stds is None else list(stds)
+    if len(means) != len(channels) or len(stds) != len(channels):
+        raise ValueError(f"means/stds: need {len(channels)} values (one per channel), got {len(means)}/{len(stds)}")
+    if any(s <= 0 for s in stds):
+        raise ValueError(f"stds must be > 0, got {stds}")
+    if width_multiple < 1 or height_multiple < 1:
+        raise ValueError(f"width_multiple/height_multiple must be >= 1, got {width_multiple}/{height_multiple}")
+
+    proj = project_to_range_image(pts[:, :3], sensor, ring=ring)
+    per_point = {
+        "x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2], "intensity": pts[:, 3],
+        "range": np.linalg.norm(pts[:, :3].astype(np.float64), axis=1),
+        "mask": np.ones(pts.shape[0]),
+    }
+    values = np.stack([per_point[c] for c in channels], axis=1).astype(np.float32)  # (N, C)
+    img = gather_to_range_image(values, proj, fill=0.0)  # (H, W, C)
+    hit = proj.index_image >= 0
+    img = (img - np.asarray(means, np.float32)) / np.asarray(stds, np.float32)
+    img = np.where(hit[..., None], img, 0.0).astype(np.float32)
+    H, W = hit.shape
+    H_pad = -(-H // height_multiple) * height_multiple
+    W_pad = -(-W // width_multiple) * width_multiple
+    img = np.pad(img, ((0, H_pad - H), (0, W_pad - W), (0, 0)))
+    return RangeInput(np.ascontiguousarray(img.transpose(2, 0, 1)), proj.row, proj.col, proj.valid)

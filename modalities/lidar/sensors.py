@@ -109,8 +109,14 @@ def load_sensor(name_or_path: str | Path) -> LidarSensor:
     if unknown:
         raise ValueError(f"{path}: unknown sensor field(s) {sorted(unknown)}; allowed: {sorted(fields)}")
     try:
-        raw["vertical_fov_deg"] = tuple(float(v) for v in raw["vertical_fov_deg"])
-        raw["beam_elevations_deg"] = tuple(float(v) for v in raw.get("beam_elevations_deg", ()))
-        return LidarSensor(**raw)
+        return sensor_from_dict(raw)
     except (KeyError, TypeError) as e:
         raise ValueError(f"{path}: bad or missing sensor field: {e}") from e
+
+
+def sensor_from_dict(d: dict) -> LidarSensor:
+    """``LidarSensor`` of a mapping such as YAML or ``to_dict()`` read back from JSON (lists -> tuples)."""
+    d = dict(d)
+    d["vertical_fov_deg"] = tuple(float(v) for v in d["vertical_fov_deg"])
+    d["beam_elevations_deg"] = tuple(float(v) for v in d.get("beam_elevations_deg", ()))
+    return LidarSensor(**d)
