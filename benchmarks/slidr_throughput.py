@@ -7,7 +7,8 @@ scans of ~34k points, 6 cameras at 1600x900 cropped to 224x416):
   maps, pairs, augmentation, voxelization or range projection), in the main process;
 - step: scans/s of forward + backward + SGD step of student and teacher head on batches
   already in memory (on the GPU when there is one, with AMP as the pipeline uses it);
-- peak memory: CUDA max allocated on GPU, else the process's peak RSS growth.
+- peak memory: CUDA max allocated on GPU, else the growth of the process's resident memory
+  during the training steps (sampled; model, activations, gradients, optimizer state).
 
     python benchmarks/slidr_throughput.py                 # generates a small set in a temp dir
     python benchmarks/slidr_throughput.py --data DIR --superpixels DIR --out results.json
@@ -22,9 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -56,8 +57,29 @@ def make_dataset(root: Path, scans: int, width: int, height: int, sensor: str) -
     return data, sp
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class PeakRss:
+    """Peak resident memory of this process while the block runs, sampled every 2 ms (MiB)."""
+
+    def __enter__(self) -> "PeakRss":
+        import psutil
+
+        self._proc, self._stop = psutil.Process(), threading.Event()
+        self.baseline = self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth_mib(self) -> float:
+        return (self.peak - self.baseline) / 2**20
 
 
 def bench_student(student: str, scans, sensor, batch: int, steps: int, device: torch.device, crop) -> dict:
@@ -75,26 +97,26 @@ def bench_student(student: str, scans, sensor, batch: int, steps: int, device: t
     opt = torch.optim.SGD(list(model.parameters()) + list(teacher.head.parameters()), lr=0.05, momentum=0.9)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    rss0 = peak_rss_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
-    for k, b in enumerate(batches):
-        b.to(device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            loss = distill_loss(model, teacher, b, cfg.temperature)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if k > 0:  # the first step warms up allocators / kernels
-            times.append(time.perf_counter() - t)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib() - rss0
+    with PeakRss() as rss:
+        for k, b in enumerate(batches):
+            b.to(device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss = distill_loss(model, teacher, b, cfg.temperature)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if k > 0:  # the first step warms up allocators / kernels
+                times.append(time.perf_counter() - t)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else rss.growth_mib
     n_points = float(np.mean([len(b.student_input.point_batch) / b.student_input.batch_size for b in batches]))
     return {
         "student": student,
