@@ -43,7 +43,7 @@ from pipelines.data.superpixels_stage import list_camera_jobs  # noqa: E402
 from pipelines.slidr.config import DistillConfig  # noqa: E402
 from pipelines.slidr.data import Collate, SlidrDataset, list_scans  # noqa: E402
 from pipelines.slidr.model import build_image_teacher, build_student  # noqa: E402
-from pipelines.slidr.step import distill_loss  # noqa: E402
+from pipelines.slidr.step import train_step  # noqa: E402
 
 BUDGET = 256
 
@@ -106,12 +106,7 @@ def bench_student(student: str, scans, sensor, batch: int, steps: int, device: t
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = distill_loss(model, teacher, b, cfg.temperature)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            loss = train_step(model, teacher, b, opt, scaler, cfg.temperature, device.type, use_amp)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if k > 0:  # the first step warms up allocators / kernels

@@ -31,6 +31,26 @@ def distill_loss(student: nn.Module, teacher: nn.Module, batch: SlidrBatch, temp
     return loss
 
 
+def train_step(
+    student: nn.Module,
+    teacher: nn.Module,
+    batch: SlidrBatch,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    temperature: float,
+    device_type: str,
+    amp: bool,
+) -> torch.Tensor:
+    """Forward (fp16 autocast when ``amp``), backward and one optimizer step; returns the loss."""
+    with torch.autocast(device_type, dtype=torch.float16, enabled=amp):
+        loss = distill_loss(student, teacher, batch, temperature)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 def cosine_lr(step: int, total_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
     """Cosine decay from ``base_lr`` at step 0 to ``min_lr`` at ``total_steps``."""
     t = min(max(step, 0), total_steps) / max(total_steps, 1)

@@ -23,7 +23,7 @@ from ..ray_train import META
 from .config import DistillConfig
 from .data import Collate, SlidrDataset
 from .model import build_image_teacher, build_student
-from .step import cosine_lr, distill_loss
+from .step import cosine_lr, train_step
 
 STAT_KEYS = ("scans", "skipped_no_pairs", "images_without_pairs", "crops_below_min_pairs", "pairs",
              "pairs_without_student_feature")
@@ -116,12 +116,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             batch.to(device)
             t_data += time.perf_counter() - t_mark
             t_mark = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = distill_loss(student, teacher, batch, cfg.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(student, teacher, batch, optimizer, scaler, cfg.temperature, device.type, use_amp)
             losses.append(loss.item())
             t_step += time.perf_counter() - t_mark
             t_mark = time.perf_counter()
