@@ -1,8 +1,10 @@
 """The only place that builds a Ray Train ``TorchTrainer`` (Train V2).
 
 A training stage hands over its per-worker loop and a picklable config; this module picks
-the resources, points Ray's checkpoint storage into the stage folder and resumes from the
-newest complete checkpoint left by an earlier, interrupted run of the same stage.
+the resources, points Ray's checkpoint storage into the stage folder and passes the newest
+complete checkpoint left by an earlier, interrupted run of the same stage as
+``loop_config["resume_from"]``. The loop resumes from ``ray.train.get_checkpoint()`` (a
+worker restarted within this run) or else from ``resume_from`` (see :func:`resume_folder`).
 
 Checkpoints are folders written by the worker loop; a checkpoint is complete when its
 ``meta.json`` (written last) is present and names its epoch.
@@ -44,7 +46,7 @@ def fit(
 ):
     """Run ``train_loop`` on ``num_workers`` Ray Train workers; returns the Ray ``Result``."""
     import ray
-    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resources = ray.cluster_resources()
@@ -60,7 +62,10 @@ def fit(
         log.info("resuming from checkpoint %s", resume)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={**loop_config, "cpus_per_worker": cpus_per_worker},
+        # Train V2 refuses `resume_from_checkpoint` (ray-project/ray#49454): the loop loads
+        # `resume_from` itself when Ray has no checkpoint of this run yet.
+        train_loop_config={**loop_config, "cpus_per_worker": cpus_per_worker,
+                           "resume_from": str(resume) if resume else None},
         scaling_config=ScalingConfig(
             num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
         ),
@@ -70,6 +75,20 @@ def fit(
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
-        resume_from_checkpoint=Checkpoint.from_directory(str(resume)) if resume else None,
     )
     return trainer.fit()
+
+
+def resume_folder(loop_config: dict) -> Path | None:
+    """Inside a worker: the checkpoint folder to start from, or None for a fresh start.
+
+    Ray's own latest checkpoint of this run wins (a restarted worker); otherwise the one an
+    earlier run of the stage left (``loop_config["resume_from"]``). The path is local
+    (Ray copies a remote checkpoint into a temporary folder).
+    """
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        return Path(checkpoint.to_directory())
+    return Path(loop_config["resume_from"]) if loop_config.get("resume_from") else None

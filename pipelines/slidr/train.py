@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..ray_train import META
+from ..ray_train import META, resume_folder
 from .config import DistillConfig
 from .data import Collate, SlidrDataset
 from .model import build_image_teacher, build_student
@@ -71,11 +71,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         weight_decay=cfg.optim.weight_decay,
     )
     start_epoch, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            start_epoch, history = load_checkpoint(Path(folder), student, teacher, optimizer)
-            start_epoch += 1
+    folder = resume_folder(loop_config)
+    if folder is not None:
+        start_epoch, history = load_checkpoint(folder, student, teacher, optimizer)
+        start_epoch += 1
     attempt_start = start_epoch  # recorded per epoch: > 0 marks epochs trained after a resume
     student = ray.train.torch.prepare_model(student)
     teacher.to(device)

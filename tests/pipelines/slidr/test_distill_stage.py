@@ -18,9 +18,9 @@ def _cli(runs: Path, *extra: str) -> list[str]:
             "stages=[synth, superpixels, slidr_range]", "slidr_range.optim.epochs=4", *extra]
 
 
-def _wait_for(pattern_root: Path, glob: str, proc: subprocess.Popen, timeout_s: float = 400) -> None:
+def _wait_for(pattern_root: Path, glob: str, proc: subprocess.Popen, timeout_s: float = 400, count: int = 1) -> None:
     deadline = time.monotonic() + timeout_s
-    while not any(pattern_root.glob(glob)):
+    while len(list(pattern_root.glob(glob))) < count:
         assert proc.poll() is None, "the run ended before the event"
         assert time.monotonic() < deadline, f"no {glob} under {pattern_root} within {timeout_s} s"
         time.sleep(0.5)
@@ -32,7 +32,8 @@ def test_killed_worker_restarts_from_checkpoint(tmp_path):
     """SIGKILL the Ray Train worker mid-training: Ray restarts it from the last checkpoint."""
     proc = subprocess.Popen(_cli(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stage = tmp_path / "slidr_tiny" / "slidr_range"
-    _wait_for(stage / ".ray_results", "run-0/checkpoint_*/meta.json", proc)
+    # Two checkpoints on disk: the first one is surely registered with Ray by then.
+    _wait_for(stage / ".ray_results", "run-0/checkpoint_*/meta.json", proc, count=2)
     killed = subprocess.run(["pkill", "-9", "-f", "RayTrainWorker"], capture_output=True)
     assert killed.returncode == 0, "no Ray Train worker process found to kill"
     out, _ = proc.communicate(timeout=800)
