@@ -38,6 +38,7 @@ from torch import nn
 from modalities.lidar.range_view import DEFAULT_CHANNEL_STATS, RANGE_CHANNELS, range_image_input  # noqa: F401
 from modalities.lidar.sensors import LidarSensor
 
+
 def build_range_input(
     points: np.ndarray,
     sensor: LidarSensor,
