@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .metrics import confusion_matrix, mean_iou
+from modalities.segmentation_metrics import confusion_matrix, mean_iou
+
 from .preprocess import RangeInput, point_labels
 from .sidecar import LabeledScan
 

@@ -25,12 +25,12 @@ from torch import nn
 from modalities.lidar.labels import IGNORE, lidarseg_to_16
 from modalities.lidar.sensors import LidarSensor
 from modalities.nuscenes_tables import load_lidarseg, load_points
+from modalities.segmentation_metrics import confusion_matrix
 
 from ..slidr.augment import rotate_flip_z
 from ..slidr.data import INTENSITY_SCALE, ScanRef
 from ..student_inputs import make_student_input, point_features
 from .lovasz import lovasz_softmax
-from .metrics import confusion_matrix
 
 
 @dataclass

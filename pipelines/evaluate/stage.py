@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from safetensors.torch import load_file, save_file
 
 from modalities.fileio import atomic_write_json
 from modalities.lidar.labels import CLASS_NAMES
 from modalities.lidar.sensors import load_sensor
+from modalities.segmentation_metrics import iou_per_class, mean_iou
 
 from ..config import DISTILL_STUDENTS
 from ..runner import StageContext, StageResult
@@ -27,7 +27,6 @@ from ..slidr.data import INTENSITY_SCALE, ScanRef, list_scans, split_by_scene
 from ..slidr.model import build_student, student_kwargs
 from ..slidr.stage import upstream_config
 from .config import EvaluateConfig
-from .metrics import iou_per_class, mean_iou
 from .probe import StudentSpec, extract_features, finetune, linear_probe, load_labeled_scans
 
 

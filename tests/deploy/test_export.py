@@ -41,11 +41,11 @@ def test_fp32_mIoU_through_onnxruntime_equals_torch_segmenter(exported_bundle, t
     """Oracle: the pipeline's per-point path (Linear on gathered backbone features) in torch."""
     import torch
 
-    from deploy.metrics import confusion_matrix, mean_iou
     from deploy.model import load_segmenter
     from deploy.sidecar import load_labeled_scan, read_sidecar
     from modalities.lidar.range_net import build_range_input, gather_point_features
     from modalities.lidar.sensors import load_sensor
+    from modalities.segmentation_metrics import confusion_matrix, mean_iou
 
     side_path = tiny_run / "evaluate" / "models" / f"{MODEL}.json"
     side = read_sidecar(side_path)

@@ -54,7 +54,7 @@ def test_missing_scan_file_is_named(bundle_copy, tmp_path):
 def test_runtime_path_imports_without_torch():
     """The Jetson image has no torch: the runtime modules must not import it."""
     code = ("import sys\nimport deploy.runtime, deploy.tensorrt, deploy.preprocess, deploy.bundle, deploy.cli, "
-            "deploy.report, deploy.sidecar, deploy.trt_ops, deploy.metrics\n"
+            "deploy.report, deploy.sidecar, deploy.trt_ops, modalities.segmentation_metrics\n"
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 

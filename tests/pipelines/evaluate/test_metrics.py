@@ -2,8 +2,8 @@ import numpy as np
 import torch
 
 from modalities.lidar.labels import IGNORE, lidarseg_to_16
+from modalities.segmentation_metrics import confusion_matrix, iou_per_class, mean_iou
 from pipelines.evaluate.lovasz import lovasz_softmax
-from pipelines.evaluate.metrics import confusion_matrix, iou_per_class, mean_iou
 from pipelines.evaluate.probe import linear_probe
 
 

@@ -1,8 +1,8 @@
-"""Point-wise segmentation metrics for deploy checks (numpy; no ``pipelines`` import).
+"""Point-wise segmentation metrics (numpy only): the evaluate stage and the deploy checks share them.
 
-Same definitions as the evaluate stage: a (C, C) confusion matrix (rows = ground truth,
-columns = prediction) over points whose label is not ``ignore``; IoU = TP / (TP + FP + FN);
-mIoU averages the classes present in the ground truth, in percent.
+A (C, C) confusion matrix (rows = ground truth, columns = prediction) over points whose
+label is not ``ignore``; IoU = TP / (TP + FP + FN); mIoU averages the classes present in
+the ground truth, in percent.
 """
 
 from __future__ import annotations
@@ -20,11 +20,17 @@ def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int, ign
     return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def mean_iou(conf: np.ndarray) -> float:
-    """Mean IoU (%) over classes present in the ground truth; NaN when none is."""
+def iou_per_class(conf: np.ndarray) -> np.ndarray:
+    """IoU = TP / (TP + FP + FN) per class; NaN for a class absent from the ground truth."""
     tp = np.diag(conf).astype(np.float64)
     gt = conf.sum(1)
     denom = gt + conf.sum(0) - tp
     iou = np.divide(tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    present = gt > 0
-    return float(iou[present].mean() * 100) if present.any() else float("nan")
+    iou[gt == 0] = np.nan
+    return iou
+
+
+def mean_iou(conf: np.ndarray) -> float:
+    """Mean IoU over the classes present in the ground truth, in percent; NaN when none is."""
+    iou = iou_per_class(conf)
+    return float(np.nanmean(iou) * 100) if np.any(~np.isnan(iou)) else float("nan")
