@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from modalities.fileio import atomic_write_json, sha256_file
+from modalities.versions import library_versions as _library_versions
+
+BUNDLE_LIBRARIES = ("numpy", "torch", "onnx", "onnxruntime", "tensorrt", "edgedistill")
 
 FORMAT_VERSION = 1
 CACHE_DIR = "cache"
@@ -160,12 +162,4 @@ def publish(staging: Path, final: Path) -> None:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that produced / run a bundle (absent ones are skipped)."""
-    import importlib.metadata as md  # noqa: PLC0415
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("numpy", "torch", "onnx", "onnxruntime", "tensorrt", "edgedistill"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return _library_versions(BUNDLE_LIBRARIES)

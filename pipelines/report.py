@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from modalities.fileio import atomic_write_json, atomic_write_text
+from modalities.versions import library_versions
 
 from .config import PipelineConfig
-from .versions import library_versions
 
 
 def _fmt(value) -> str:

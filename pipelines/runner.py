@@ -30,10 +30,10 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from modalities.fileio import atomic_write_json, atomic_write_text, sha256_file, sha256_json
+from modalities.versions import library_versions
 
 from .config import DatasetConfig, PipelineConfig, to_yaml
 from .report import write_run_report
-from .versions import library_versions
 
 log = logging.getLogger("edgedistill")
 
