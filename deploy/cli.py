@@ -61,10 +61,19 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except empty ones (None/False), whose help says what happens."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``export``, ``quantize``, ``bench`` and ``infer`` on an argparse subparsers object."""
     ex = sub.add_parser(
-        "export", help="fine-tuned range-view model of a run -> verified ONNX deploy bundle",
+        "export", formatter_class=HelpFormatter, help="fine-tuned range-view model of a run -> verified ONNX deploy bundle",
         description="Export a run's fine-tuned range_net segmenter (evaluate/models/<name>) to a bundle: "
         "model.onnx (opset 17, static shape), metadata.json (pre/post-processing, metrics, sha256 of every file), "
         "report.md. Fails, leaving no bundle, if ONNX Runtime disagrees with PyTorch on the held-out scans "
@@ -77,7 +86,7 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     ex.set_defaults(fn=_cmd_export)
 
     q = sub.add_parser(
-        "quantize", help="add fp16 and INT8 (explicit QDQ) models to a bundle, with their held-out mIoU",
+        "quantize", formatter_class=HelpFormatter, help="add fp16 and INT8 (explicit QDQ) models to a bundle, with their held-out mIoU",
         description="FP16 (fp32 I/O) and INT8 QDQ (ONNX Runtime static quantization, per-channel symmetric, "
         "calibrated on the run's labeled training scans). Each precision's per-point mIoU on the held-out scans "
         "goes into metadata.json and report.md (INT8 target: at most 2 mIoU points below fp32).")
@@ -88,28 +97,29 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(fn=_cmd_quantize)
 
     b = sub.add_parser(
-        "bench", help="latency p50/p90/p99, throughput and memory of torch / ONNX Runtime / TensorRT",
+        "bench", formatter_class=HelpFormatter, help="latency p50/p90/p99, throughput and memory of torch / ONNX Runtime / TensorRT",
         description="Warm-up then timed runs at batch 1 and --batch for torch eager, every ONNX precision of the "
         "bundle on ONNX Runtime and TensorRT where installed; writes report/bench.{json,md,png} into the bundle.")
-    b.add_argument("bundle", type=Path)
+    b.add_argument("bundle", type=Path, help="bundle folder")
     b.add_argument("--batch", type=int, default=4, help="the larger batch size (benchmark-only model copy)")
-    b.add_argument("--warmup", type=int, default=5)
-    b.add_argument("--iters", type=int, default=30)
+    b.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    b.add_argument("--iters", type=int, default=30, help="timed runs per backend, precision and batch")
     b.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime (default: all cores)")
     b.add_argument("--backend", action="append", choices=["torch", "onnxruntime", "tensorrt"],
                    help="backend to include (repeatable; default all that are installed)")
     b.set_defaults(fn=_cmd_bench)
 
     i = sub.add_parser(
-        "infer", help="per-point labels of raw scan files with a bundle",
+        "infer", formatter_class=HelpFormatter, help="per-point labels of raw scan files with a bundle",
         description="Verify the bundle's hashes, pre-process each scan (.pcd.bin nuScenes, .bin KITTI), run "
         "TensorRT if available else ONNX Runtime, and write <stem>.labels.npy (uint8 class index per point of "
         "the file; 255 = the point has no range-image pixel).")
-    i.add_argument("bundle", type=Path)
+    i.add_argument("bundle", type=Path, help="bundle folder")
     i.add_argument("inputs", nargs="+", help="scan files")
     i.add_argument("--out", type=Path, help="folder for the .labels.npy files (default: next to each scan)")
-    i.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
-    i.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"])
+    i.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="model of the bundle to run")
+    i.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"],
+                   help="auto: TensorRT where installed, else ONNX Runtime")
     i.set_defaults(fn=_cmd_infer)
 
 

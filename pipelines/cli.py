@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +25,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     unknown = [s for s in args.force if s not in cfg.stages]
     if unknown:
         raise SystemExit(f"--force {unknown}: not stages of this pipeline ({cfg.stages})")
+    relative_runs_dir = not cfg.runs_dir.is_absolute()
+    cfg = cfg.with_absolute_paths()  # once, here: Ray workers do not share the driver's cwd
     log_to_file(cfg.run_dir / "run.log")
+    if relative_runs_dir and (cfg.ray.address or os.environ.get("RAY_ADDRESS")):
+        log.warning("runs_dir is relative: the run is written to %s on the driver's machine; under `ray job submit` "
+                    "that is inside the job's temporary working directory and other nodes cannot see it. "
+                    "Pass runs_dir=<a shared absolute path>.", cfg.runs_dir)
     log.info("run %s -> %s (stages: %s)", cfg.resolved_run_id, cfg.run_dir, ", ".join(cfg.stages))
     ensure_ray(cfg.ray)
     Runner(cfg, STAGES, force=tuple(args.force)).run()
@@ -71,15 +78,27 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgedistill")
+    except PackageNotFoundError:  # a working directory that was not pip-installed (ray job submit)
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from deploy.cli import HelpFormatter, add_deploy_commands
+
     p = argparse.ArgumentParser(
         prog="edgedistill",
         description="Label-free sensor distillation for edge devices: run pipelines, make data, check the machine.",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a pipeline config (resumes; skips stages whose manifest matches)",
+    run = sub.add_parser("run", formatter_class=HelpFormatter, help="run a pipeline config (resumes; skips stages whose manifest matches)",
                          description="Run the stages of a pipeline YAML into runs_dir/run_id. "
                          "Local Ray by default; under `ray job submit` it attaches to the cluster.")
     run.add_argument("config", help="pipeline YAML, e.g. configs/demo.yaml")
@@ -88,33 +107,31 @@ def build_parser() -> argparse.ArgumentParser:
                      help="re-run this stage even if its manifest matches (repeatable)")
     run.set_defaults(fn=_cmd_run)
 
-    config = sub.add_parser("config", help="inspect configs")
+    config = sub.add_parser("config", formatter_class=HelpFormatter, help="inspect configs")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    show = config_sub.add_parser("show", help="print the resolved, validated config")
-    show.add_argument("config")
-    show.add_argument("overrides", nargs="*")
+    show = config_sub.add_parser("show", formatter_class=HelpFormatter, help="print the resolved, validated config")
+    show.add_argument("config", help="pipeline YAML")
+    show.add_argument("overrides", nargs="*", help="dotted overrides, as for `run`")
     show.set_defaults(fn=_cmd_config_show)
 
-    data = sub.add_parser("data", help="datasets")
+    data = sub.add_parser("data", formatter_class=HelpFormatter, help="datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    synth = data_sub.add_parser("synth", help="generate a synthetic nuScenes-format driving dataset",
+    synth = data_sub.add_parser("synth", formatter_class=HelpFormatter, help="generate a synthetic nuScenes-format driving dataset",
                                 description="Procedural driving scenes: ray-cast lidar, 6 cameras, lidarseg, "
                                 "rendered semantic/depth ground truth. Deterministic in the seed.")
     synth.add_argument("--out", required=True, help="dataset root to write")
-    synth.add_argument("--scenes", type=int, default=2)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--samples-per-scene", dest="samples_per_scene", type=int)
-    synth.add_argument("--sweeps-per-sample", dest="sweeps_per_sample", type=int)
-    synth.add_argument("--width", dest="image_width", type=int)
-    synth.add_argument("--height", dest="image_height", type=int)
+    synth.add_argument("--scenes", type=int, default=2, help="scenes to generate")
+    synth.add_argument("--seed", type=int, default=0, help="same seed and options: byte-identical files")
+    synth.add_argument("--samples-per-scene", dest="samples_per_scene", type=int, help="key frames per scene")
+    synth.add_argument("--sweeps-per-sample", dest="sweeps_per_sample", type=int, help="lidar sweeps between key frames")
+    synth.add_argument("--width", dest="image_width", type=int, help="camera image width (px)")
+    synth.add_argument("--height", dest="image_height", type=int, help="camera image height (px)")
     synth.add_argument("--sensor", dest="lidar_sensor", help="lidar preset (vlp16, hdl32e, hdl64e, os1_64) or YAML path")
     synth.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other SynthConfig field")
     synth.set_defaults(fn=_cmd_data_synth)
 
-    doctor = sub.add_parser("doctor", help="report GPU, spconv algorithm, TensorRT, Ray, free disk")
+    doctor = sub.add_parser("doctor", formatter_class=HelpFormatter, help="report GPU, spconv algorithm, TensorRT, Ray, free disk")
     doctor.set_defaults(fn=_cmd_doctor)
-
-    from deploy.cli import add_deploy_commands
 
     add_deploy_commands(sub)  # export, quantize, bench, infer
     return p

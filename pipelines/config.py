@@ -17,10 +17,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from deploy.sidecar import DEPLOYABLE_STUDENTS
 from modalities.camera.superpixels import SUPERPIXEL_METHODS
 from modalities.synthetic.config import SynthConfig
 
-from .evaluate.config import EvaluateConfig
+from .evaluate.config import EvaluateConfig, segmenter_name
 from .slidr.config import DistillConfig
 
 
@@ -149,7 +150,23 @@ class PipelineConfig(StrictModel):
             )
         if "synth" not in self.stages and self.dataset.source == "synthetic" and self.dataset.root is None:
             raise ValueError("without the 'synth' stage, set dataset.root to an existing dataset")
+        if "deploy" in self.stages:
+            self._check_deploy_model()
         return self
+
+    def _check_deploy_model(self) -> None:
+        """The model the deploy stage ships must be one that this pipeline's evaluate stage saves."""
+        if "evaluate" not in self.stages:
+            raise ValueError("stage 'deploy' ships a model fine-tuned by the 'evaluate' stage: add 'evaluate' before it")
+        deployable = [s for s, student in DISTILL_STUDENTS.items() if student in DEPLOYABLE_STUDENTS and s in self.stages]
+        produced = [segmenter_name(s, f) for s in deployable for f in self.evaluate.finetune_fractions()]
+        if self.deploy.model is None and len(produced) != 1:
+            raise ValueError(f"deploy.model is not set and the evaluate stage saves {len(produced)} deployable models"
+                             f" {produced}: name one")
+        if self.deploy.model is not None and self.deploy.model not in produced:
+            raise ValueError(f"deploy.model {self.deploy.model!r} is never produced: the evaluate stage saves the "
+                             f"deployable models {produced} (fine-tuned range_net students at "
+                             "evaluate.finetune_label_fractions)")
 
     @property
     def resolved_run_id(self) -> str:
@@ -158,6 +175,35 @@ class PipelineConfig(StrictModel):
     @property
     def run_dir(self) -> Path:
         return self.runs_dir / self.resolved_run_id
+
+    def with_absolute_paths(self, base: Path | None = None) -> "PipelineConfig":
+        """A copy whose file paths (``runs_dir``, ``dataset.root``, weights files, sensor YAMLs) are absolute.
+
+        Relative paths are resolved once, against ``base`` (default: the current directory)
+        where the run starts, because they cross process boundaries whose working directory
+        differs from the driver's: Ray Train V2 moves every training worker into its own
+        folder (``WorkingDirectorySetupCallback``), and Ray tasks on a cluster run in the
+        job's unpacked working directory. A run folder's saved config then names the same
+        files whichever directory it is re-run from.
+        """
+        base = (base or Path.cwd()).resolve()
+        return type(self).model_validate(_absolutize(self.model_dump(mode="python"), base))
+
+
+# String fields that hold either a preset name or a file path (a path has a suffix).
+PRESET_OR_PATH_FIELDS = frozenset({"lidar_sensor"})
+
+
+def _absolutize(node: Any, base: Path, field: str = "") -> Any:
+    if isinstance(node, dict):
+        return {k: _absolutize(v, base, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_absolutize(v, base, field) for v in node]
+    if isinstance(node, Path):
+        return node if node.is_absolute() else base / node
+    if isinstance(node, str) and field in PRESET_OR_PATH_FIELDS and Path(node).suffix and not Path(node).is_absolute():
+        return str(base / node)
+    return node
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -120,10 +120,10 @@ class Runner:
     """Runs the stages of one pipeline config into ``runs_dir/run_id``."""
 
     def __init__(self, cfg: PipelineConfig, stages: dict[str, Stage], force: tuple[str, ...] = ()):
-        self.cfg = cfg
+        self.cfg = cfg.with_absolute_paths()  # paths handed to Ray workers never depend on their cwd
         self.stages = stages
         self.force = set(force)
-        self.run_dir = cfg.run_dir
+        self.run_dir = self.cfg.run_dir
         self.digests: dict[str, str] = {}
         self.report: dict[str, dict] = {}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class EvaluateConfig(BaseModel):
@@ -22,3 +22,23 @@ class EvaluateConfig(BaseModel):
     lovasz_weight: float = Field(default=1.0, ge=0)  # cross-entropy + this x Lovasz-softmax
     batch_scans: int = Field(default=2, ge=1)
     max_test_scans: int | None = Field(default=None, ge=1)  # cap for quick runs
+
+    @model_validator(mode="after")
+    def _finetune_fractions_are_label_fractions(self) -> "EvaluateConfig":
+        extra = sorted(set(self.finetune_label_fractions or ()) - set(self.label_fractions))
+        if extra:
+            raise ValueError(f"finetune_label_fractions {extra} are not in label_fractions {self.label_fractions}"
+                             " (fine-tuning runs only at label fractions that are evaluated)")
+        return self
+
+    def finetune_fractions(self) -> list[float]:
+        """The label fractions at which the fine-tune protocol runs (and saves a segmenter)."""
+        if "finetune" not in self.protocols:
+            return []
+        wanted = self.finetune_label_fractions
+        return [f for f in self.label_fractions if wanted is None or f in wanted]
+
+
+def segmenter_name(distill_stage: str, label_fraction: float) -> str:
+    """Name of the fine-tuned segmenter the evaluate stage saves (``slidr_range_10pct``)."""
+    return f"{distill_stage}_{label_fraction * 100:g}pct"

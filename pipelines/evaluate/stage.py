@@ -26,7 +26,7 @@ from ..slidr.config import DistillConfig
 from ..slidr.data import INTENSITY_SCALE, ScanRef, list_scans, split_by_scene
 from ..slidr.model import build_student, student_kwargs
 from ..slidr.stage import upstream_config
-from .config import EvaluateConfig
+from .config import EvaluateConfig, segmenter_name
 from .probe import StudentSpec, extract_features, finetune, linear_probe, load_labeled_scans
 
 
@@ -39,7 +39,7 @@ def save_segmenter(folder: Path, stage: str, dcfg: DistillConfig, model, fractio
     and the real scans to calibrate INT8 on (labeled training scans) and to measure
     accuracy on (held-out scenes).
     """
-    name = f"{stage}_{fraction * 100:g}pct"
+    name = segmenter_name(stage, fraction)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{name}.safetensors.tmp"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
@@ -97,8 +97,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                 labeled_idx = labeled_subset(len(train_scans), fraction, ctx.seed)
                 labeled = [train_scans[i] for i in labeled_idx]
                 for protocol in cfg.protocols:
-                    if protocol == "finetune" and cfg.finetune_label_fractions is not None \
-                            and fraction not in cfg.finetune_label_fractions:
+                    if protocol == "finetune" and fraction not in cfg.finetune_fractions():
                         continue
                     ctx.log.info("%s %s init, %s, %.0f%% labels (%d scans)", dcfg.student, init, protocol,
                                  fraction * 100, len(labeled))

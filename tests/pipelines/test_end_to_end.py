@@ -59,6 +59,34 @@ def test_cli_reports_config_errors(capsys):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+def test_relative_runs_dir_from_the_repo_root_through_ray_train():
+    """Issue 7: as a user runs it, from the repository root with the presets' relative ``runs_dir``.
+
+    Ray Train V2 moves each worker into its own working directory, so a relative dataset
+    path handed to a worker pointed nowhere and the training stage failed.
+    """
+    import yaml
+
+    run_id = f"pytest-relative-paths-{os.getpid()}"
+    run_dir = ROOT / "runs" / run_id
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipelines", "run", "configs/slidr_tiny.yaml", f"run_id={run_id}",
+             "stages=[synth, superpixels, slidr_range]", "slidr_range.optim.epochs=1"],
+            cwd=ROOT, capture_output=True, text=True, timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        report = json.loads((run_dir / "report.json").read_text())
+        assert report["stages"]["slidr_range"]["status"] == "ran"
+        assert (run_dir / "slidr_range" / "student.safetensors").stat().st_size > 0
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert saved["runs_dir"] == str(ROOT / "runs")  # the saved config names the files it used
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_ray_job_submit_on_a_local_head(tmp_path):
     """`ray start --head` + `ray job submit --working-dir .` runs the pipeline on the cluster."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

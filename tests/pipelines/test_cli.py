@@ -1,0 +1,26 @@
+"""Command-line conveniences: --version, defaults in --help."""
+
+import pytest
+
+from pipelines.cli import main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == "edgedistill 0.1.0"
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (["data", "synth", "--help"], "scenes to generate (default: 2)"),
+    (["bench", "--help"], "(default: 30)"),
+    (["infer", "--help"], "(default: fp32)"),
+])
+def test_help_shows_defaults(capsys, argv, shown):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert shown in out
+    assert "(default: None)" not in out
