@@ -29,7 +29,10 @@ def ensure_ray(cfg: RayConfig) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         log.info("starting a local Ray instance (num_cpus=%s)", cfg.num_cpus or "all")
+        # address="local": always start a new instance. Without it Ray attaches to the last
+        # cluster it finds recorded under /tmp/ray (a stale one included) and then refuses num_cpus.
         ray.init(
+            address="local",
             num_cpus=cfg.num_cpus,
             include_dashboard=cfg.include_dashboard,
             dashboard_host="127.0.0.1",

@@ -90,18 +90,37 @@ def make_student_input(
     raise ValueError(f"unknown student {kind!r}; known: {STUDENT_KINDS}")
 
 
+class PointFeatureNet(nn.Module):
+    """A lidar student as one module, ``StudentInput -> (P, D)`` point features.
+
+    Training wraps this (not the bare student) in DistributedDataParallel, whose contract is
+    that the forward pass runs through ``DDP.forward`` (buffer broadcast, reducer
+    bookkeeping); the students' point features come from several of their sub-modules
+    (backbone, head, gather), which a DDP-wrapped bare student does not expose.
+    """
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+
+    def forward(self, inp: StudentInput, backbone_only: bool = False) -> torch.Tensor:
+        return point_features(self.student, inp, backbone_only)
+
+
 def point_features(student: nn.Module, inp: StudentInput, backbone_only: bool = False) -> torch.Tensor:
     """(P, D) feature of every point (rows of invalid points are meaningless: mask them).
 
     ``backbone_only`` returns the pre-head features (linear probe / segmentation head input).
     """
     if inp.kind == "sparse_unet":
-        assert isinstance(student, SparseUNet)
+        if not isinstance(student, SparseUNet):
+            raise TypeError(f"a sparse_unet input needs a SparseUNet student, got {type(student).__name__}")
         vox = student.backbone_features(inp.voxel_feats, inp.voxel_coords, inp.batch_size, inp.spatial_shape)
         if not backbone_only:
             vox = student.forward_head(vox)
         return vox[inp.point_voxel]
-    assert isinstance(student, RangeNet)
+    if not isinstance(student, RangeNet):
+        raise TypeError(f"a range_net input needs a RangeNet student, got {type(student).__name__}")
     fmap = student.backbone(inp.range_input)
     if not backbone_only:
         fmap = student.forward_head(fmap)

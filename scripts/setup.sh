@@ -17,7 +17,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# spconv-cu120 ships CPython 3.11 wheels; on 3.12 the cu126 extra provides spconv.
+# Python 3.11 first: the CPU-tested spconv-cu120 wheel exists up to 3.11 (3.12 gets spconv-cu126).
 PYTHON="${PYTHON:-}"
 if [ -z "$PYTHON" ]; then
   for cand in python3.11 python3.12 python3.10 python3; do
@@ -25,8 +25,7 @@ if [ -z "$PYTHON" ]; then
   done
 fi
 [ -d .venv ] || { echo "setup: creating .venv with $PYTHON"; "$PYTHON" -m venv .venv; }
-EXTRAS="dev"
-if .venv/bin/python -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)'; then EXTRAS="dev,cu126"; fi
+EXTRAS="dev"  # on Python 3.12 the core dependencies bring spconv-cu126
 
 stamp=".venv/.edgedistill-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"

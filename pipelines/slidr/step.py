@@ -11,17 +11,20 @@ import torch
 from torch import nn
 
 from ..losses import superpixel_contrastive_loss
-from ..student_inputs import point_features
 from .data import SlidrBatch
 
 
 def distill_loss(student: nn.Module, teacher: nn.Module, batch: SlidrBatch, temperature: float) -> torch.Tensor:
-    """SLidR loss of one batch (DESIGN 5.1): pooled point features vs pooled pixel features."""
+    """SLidR loss of one batch (DESIGN 5.1): pooled point features vs pooled pixel features.
+
+    ``student`` maps the batch's ``StudentInput`` to (P, D) point features: a
+    :class:`pipelines.student_inputs.PointFeatureNet`, or DistributedDataParallel of one.
+    """
     pixel = teacher(batch.images)  # (I, D, h, w), unit norm per pixel
     D = pixel.shape[1]
     pixel_feats = pixel.permute(0, 2, 3, 1).reshape(-1, D)
     pixel_superpixel = batch.superpixels.reshape(-1)
-    points = point_features(student, batch.student_input)  # (P, D)
+    points = student(batch.student_input)  # (P, D)
     loss = superpixel_contrastive_loss(
         points[batch.pair_point], batch.pair_superpixel, pixel_feats, pixel_superpixel,
         batch.num_superpixels, temperature,

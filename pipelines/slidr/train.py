@@ -23,6 +23,7 @@ from ..ray_train import META, resume_folder
 from .config import DistillConfig
 from .data import Collate, SlidrDataset
 from .model import build_image_teacher, build_student
+from ..student_inputs import PointFeatureNet
 from .step import cosine_lr, train_step
 
 STAT_KEYS = ("scans", "skipped_no_pairs", "images_without_pairs", "crops_below_min_pairs", "pairs",
@@ -34,6 +35,7 @@ def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def save_checkpoint(folder: Path, student, teacher, optimizer, epoch: int, history: list[dict], config: dict) -> None:
+    """``student``: the bare student (the safetensors keys are its own, wrappers excluded)."""
     save_file({k: v.contiguous() for k, v in _unwrap(student).state_dict().items()}, str(folder / "student.safetensors"))
     save_file({k: v.contiguous() for k, v in _unwrap(teacher).head.state_dict().items()},
               str(folder / "teacher_head.safetensors"))
@@ -76,7 +78,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         start_epoch, history = load_checkpoint(folder, student, teacher, optimizer)
         start_epoch += 1
     attempt_start = start_epoch  # recorded per epoch: > 0 marks epochs trained after a resume
-    student = ray.train.torch.prepare_model(student)
+    # DDP (more than one worker) wraps the point-feature module, so gradients sync (PointFeatureNet).
+    model = ray.train.torch.prepare_model(PointFeatureNet(student))
+    student = _unwrap(model).student  # moved to the device by prepare_model
     teacher.to(device)
 
     dataset = SlidrDataset(loop_config["scans"], cfg.augment, loop_config["budget"], loop_config["seed"])
@@ -99,7 +103,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         generator.manual_seed(loop_config["seed"] * 100_003 + epoch)  # epoch order independent of resumes
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        student.train()
+        model.train()
         teacher.train()
         totals = dict.fromkeys(STAT_KEYS, 0)
         losses, t0, t_data, t_step = [], time.perf_counter(), 0.0, 0.0
@@ -115,7 +119,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             batch.to(device)
             t_data += time.perf_counter() - t_mark
             t_mark = time.perf_counter()
-            loss = train_step(student, teacher, batch, optimizer, scaler, cfg.temperature, device.type, use_amp)
+            loss = train_step(model, teacher, batch, optimizer, scaler, cfg.temperature, device.type, use_amp)
             losses.append(loss.item())
             t_step += time.perf_counter() - t_mark
             t_mark = time.perf_counter()

@@ -9,6 +9,7 @@ from pipelines.slidr.config import AugmentConfig, DistillConfig
 from pipelines.slidr.data import Collate, SlidrDataset, list_scans, scan_pairs, split_by_scene
 from pipelines.slidr.model import build_image_teacher, build_student
 from pipelines.slidr.step import distill_loss
+from pipelines.student_inputs import PointFeatureNet
 
 BUDGET, VERSION = 256, "v1.0-synthetic"  # as in conftest.py
 
@@ -94,7 +95,7 @@ def test_collate_global_ids_and_loss_falls(slidr_set, student):
     opt = torch.optim.Adam(list(model.parameters()) + list(teacher.head.parameters()), lr=1e-2)
     losses = []
     for _ in range(8):
-        loss = distill_loss(model, teacher, batch, cfg.temperature)
+        loss = distill_loss(PointFeatureNet(model), teacher, batch, cfg.temperature)
         opt.zero_grad()
         loss.backward()
         opt.step()
