@@ -84,7 +84,8 @@ class PeakRss:
 
 
 def bench_student(student: str, scans, sensor, batch: int, steps: int, device: torch.device, crop) -> dict:
-    cfg = DistillConfig(student=student, batch_scans=batch, augment={"crop_hw": crop, "min_pairs_per_image": 256})
+    cfg = DistillConfig(dataset="bench", superpixels="superpixels", student=student, batch_scans=batch,
+                        augment={"crop_hw": crop, "min_pairs_per_image": 256})
     ds = SlidrDataset(scans, cfg.augment, BUDGET, seed=0)
     collate = Collate(student, BUDGET, cfg.sparse_unet.voxel_size, sensor)
     groups = [[(i * batch + j) % len(scans) for j in range(batch)] for i in range(steps + 1)]

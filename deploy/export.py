@@ -78,7 +78,8 @@ def export_onnx(model, example: np.ndarray, path: Path) -> None:
 
 
 def export_bundle(run_dir: str | Path, model_name: str | None = None, out: str | Path | None = None,
-                  tolerance: float = FP32_REL_TOLERANCE, max_scans: int | None = None) -> Path:
+                  tolerance: float = FP32_REL_TOLERANCE, max_scans: int | None = None,
+                  evaluate_stage: str = "evaluate") -> Path:
     """Export one fine-tuned model of ``run_dir`` into a verified bundle; returns its folder.
 
     Args:
@@ -87,6 +88,7 @@ def export_bundle(run_dir: str | Path, model_name: str | None = None, out: str |
         out: bundle folder (default ``run_dir/bundle/<model name>``).
         tolerance: fp32 parity gate on ``max_rel_err``.
         max_scans: use at most this many held-out scans (parity and mIoU); default all.
+        evaluate_stage: the run's evaluate stage (its ``models/`` folder holds the sidecars).
     """
     import onnx  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
@@ -95,7 +97,7 @@ def export_bundle(run_dir: str | Path, model_name: str | None = None, out: str |
     from .runtime import OrtEngine  # noqa: PLC0415
 
     run_dir = Path(run_dir).resolve()
-    sidecar_path = choose_model(run_dir, model_name)
+    sidecar_path = choose_model(run_dir, model_name, evaluate_stage)
     sidecar = read_sidecar(sidecar_path)
     name = sidecar_path.stem
     final = Path(out) if out else run_dir / "bundle" / name
@@ -126,7 +128,7 @@ def export_bundle(run_dir: str | Path, model_name: str | None = None, out: str |
         miou = point_miou(lambda inp: engine.run(inp.image[None])[0], scans, inputs, int(sidecar["num_classes"]))
         log.info("fp32 mIoU (ONNX Runtime, %d held-out scans): %.2f", len(scans), miou["miou"])
 
-        teacher = (sidecar.get("distill_config") or {}).get("teacher", {}).get("name")
+        teacher = (sidecar.get("student_record") or {}).get("teacher", {}).get("name")
         meta = {
             "format_version": FORMAT_VERSION,
             "model": {"name": name, "student": sidecar["student"], "student_kwargs": sidecar["student_kwargs"],

@@ -33,33 +33,34 @@ class LabeledScan:
     labels: np.ndarray  # (N,) int64 16-class labels, 255 = ignore
 
 
-def models_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "evaluate" / "models"
+def models_dir(run_dir: Path, evaluate_stage: str = "evaluate") -> Path:
+    return Path(run_dir) / evaluate_stage / "models"
 
 
-def list_models(run_dir: Path) -> list[Path]:
+def list_models(run_dir: Path, evaluate_stage: str = "evaluate") -> list[Path]:
     """Sidecars (``*.json``) of the fine-tuned models of a run, sorted by name."""
-    folder = models_dir(run_dir)
+    folder = models_dir(run_dir, evaluate_stage)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} not found: run the pipeline's evaluate stage (finetune protocol) first")
     return sorted(folder.glob("*.json"))
 
 
-def choose_model(run_dir: Path, name: str | None) -> Path:
+def choose_model(run_dir: Path, name: str | None, evaluate_stage: str = "evaluate") -> Path:
     """The sidecar named ``name``, or the only deployable model of the run; errors list the choices."""
-    sidecars = list_models(run_dir)
+    sidecars = list_models(run_dir, evaluate_stage)
+    folder = models_dir(run_dir, evaluate_stage)
     if name is not None:
-        path = models_dir(run_dir) / f"{Path(name).stem}.json"
+        path = folder / f"{Path(name).stem}.json"
         if not path.is_file():
-            raise FileNotFoundError(f"model {name!r} not found in {models_dir(run_dir)}; have {[p.stem for p in sidecars]}")
+            raise FileNotFoundError(f"model {name!r} not found in {folder}; have {[p.stem for p in sidecars]}")
         return path
     deployable = [p for p in sidecars if json.loads(p.read_text()).get("student") in DEPLOYABLE_STUDENTS]
     if len(deployable) == 1:
         return deployable[0]
     if not deployable:
-        raise ValueError(f"{models_dir(run_dir)} has no deployable (range_net) model; have {[p.stem for p in sidecars]}. "
+        raise ValueError(f"{folder} has no deployable (range_net) model; have {[p.stem for p in sidecars]}. "
                          + NOT_DEPLOYABLE["sparse_unet"])
-    raise ValueError(f"{models_dir(run_dir)} has several deployable models {[p.stem for p in deployable]}; pick one with --model")
+    raise ValueError(f"{folder} has several deployable models {[p.stem for p in deployable]}; pick one with --model")
 
 
 def read_sidecar(path: Path) -> dict:

@@ -20,11 +20,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from .ray_utils import ensure_ray
     from .runner import Runner
-    from .stages import STAGES
 
-    unknown = [s for s in args.force if s not in cfg.stages]
+    unknown = [s for s in args.force if s not in cfg.selected_stages()]
     if unknown:
-        raise SystemExit(f"--force {unknown}: not stages of this pipeline ({cfg.stages})")
+        raise SystemExit(f"--force {unknown}: not stages this run executes ({cfg.selected_stages()})")
     relative_runs_dir = not cfg.runs_dir.is_absolute()
     cfg = cfg.with_absolute_paths()  # once, here: Ray workers do not share the driver's cwd
     log_to_file(cfg.run_dir / "run.log")
@@ -32,9 +31,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.warning("runs_dir is relative: the run is written to %s on the driver's machine; under `ray job submit` "
                     "that is inside the job's temporary working directory and other nodes cannot see it. "
                     "Pass runs_dir=<a shared absolute path>.", cfg.runs_dir)
-    log.info("run %s -> %s (stages: %s)", cfg.resolved_run_id, cfg.run_dir, ", ".join(cfg.stages))
+    log.info("run %s -> %s (stages: %s)", cfg.resolved_run_id, cfg.run_dir, ", ".join(cfg.selected_stages()))
     ensure_ray(cfg.ray)
-    Runner(cfg, STAGES, force=tuple(args.force)).run()
+    Runner(cfg, force=tuple(args.force)).run()
     log.info("report: %s", cfg.run_dir / "report.md")
     return 0
 

@@ -1,36 +1,42 @@
 """Typed, validated pipeline configuration.
 
 A pipeline config is YAML validated by pydantic models (``extra="forbid"`` everywhere, so a
-misspelt key fails at load time with its dotted path). Dotted overrides from the command
-line (``superpixels.method=slic_fast``) are applied to the raw mapping before validation,
-and values are parsed as YAML scalars (``3``, ``true``, ``[1, 2]``).
+misspelt key fails at load time with its dotted path)::
 
-Each stage reads only its own section; the runner hands a stage its sub-config, never the
-root. The resolved config is written into the run folder and beside every stage output.
+    name: demo
+    datasets:
+      driving: {kind: nuscenes, from_stage: synth, version: v1.0-synthetic, holdout_scenes: 1}
+    stages:                      # stage instances in run order, each with its kind (stages.KINDS)
+      synth: {kind: synth_driving, scenes: 4}
+      superpixels: {kind: superpixels, dataset: driving}
+      slidr_range: {kind: slidr, dataset: driving, superpixels: superpixels, student: range_net}
+
+Dotted overrides from the command line (``stages.slidr_range.optim.lr=0.1``) are applied to
+the raw mapping before validation; values are parsed as YAML scalars (``3``, ``true``,
+``[1, 2]``). References between stages and datasets, and each kind's cross-stage checks
+(``StageConfig.check``), are validated at load time too.
+
+Each stage reads only its own section; the runner hands a stage its sub-config and its
+dataset spec, never the root. The resolved config is written into the run folder and
+beside every stage output.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from deploy.sidecar import DEPLOYABLE_STUDENTS
-from modalities.camera.superpixels import SUPERPIXEL_METHODS
-from modalities.synthetic.config import SynthConfig
-
-from .evaluate.config import EvaluateConfig, segmenter_name
-from .slidr.config import DistillConfig
+from .config_base import StrictModel
+from .datasets import DatasetSpec
+from .stages import KINDS
 
 
 class ConfigError(ValueError):
     """A config file or override that does not validate; the message names the field."""
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class RayConfig(StrictModel):
@@ -43,130 +49,71 @@ class RayConfig(StrictModel):
     include_dashboard: bool = True
 
 
-class DatasetConfig(StrictModel):
-    # "synthetic": the `synth` stage generates it; "nuscenes": an existing nuScenes root.
-    source: Literal["synthetic", "nuscenes"] = "synthetic"
-    root: Path | None = None  # required for source=nuscenes
-    version: str = "v1.0-synthetic"
-    # The last N scenes (in table order) are held out: never distilled on, used for evaluation.
-    holdout_scenes: int = Field(default=1, ge=0)
-    # Sensor model of the scans (range-view student, evaluation); preset name or YAML path.
-    lidar_sensor: str = "hdl32e"
-
-    @model_validator(mode="after")
-    def _root_for_real_data(self) -> "DatasetConfig":
-        if self.source == "nuscenes" and self.root is None:
-            raise ValueError("dataset.root is required when dataset.source is 'nuscenes'")
-        return self
-
-
-MAX_SUPERPIXEL_BUDGET = 65536  # ids are stored as uint16 PNG
-
-
-class SuperpixelsConfig(StrictModel):
-    # "slic" is exactly SLidR's SLIC; "slic_downsampled" runs it on a 2x smaller image:
-    # ~3.6x faster at 1600x900, ~1.6 points lower boundary recall (benchmarks/superpixels.py).
-    method: str = "slic"
-    # Ids per image must stay below this; SLIC(n_segments=150) gives well under 256.
-    budget: int = Field(default=256, ge=2, le=MAX_SUPERPIXEL_BUDGET)
-    # Images per Ray task: larger chunks amortise task overhead, smaller ones balance load.
-    images_per_task: int = Field(default=8, ge=1)
-
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, v: str) -> str:
-        if v not in SUPERPIXEL_METHODS:
-            raise ValueError(f"unknown superpixel method {v!r}; known: {sorted(SUPERPIXEL_METHODS)}")
-        return v
-
-
-class OverlayConfig(StrictModel):
-    camera: str = "CAM_FRONT"
-    sample_index: int = Field(default=0, ge=0)
-    point_radius_px: int = Field(default=1, ge=1, le=10)  # 2 suits 1600x900 images
-
-
-class DeployConfig(StrictModel):
-    # Model of evaluate/models/ to ship (e.g. slidr_range_10pct); None: the run's only range_net model.
-    model: str | None = None
-    precisions: list[Literal["fp16", "int8"]] = Field(default=["fp16", "int8"])
-    bench: bool = True
-    bench_batch: int = Field(default=4, ge=1)
-    bench_iters: int = Field(default=30, ge=1)
-    max_scans: int | None = Field(default=None, ge=1)  # held-out scans for parity/mIoU; None = all
-
-
-STAGE_NAMES = ("synth", "superpixels", "overlay", "slidr_sparse", "slidr_range", "evaluate", "deploy")
-# Distillation stage -> the student it trains.
-DISTILL_STUDENTS = {"slidr_sparse": "sparse_unet", "slidr_range": "range_net"}
+# One stage instance: the model of its kind, chosen by the `kind` key (KINDS in stages.py).
+AnyStageConfig = Annotated[Union[tuple(k.config for k in KINDS.values())], Field(discriminator="kind")]
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 
 class PipelineConfig(StrictModel):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, pattern=NAME_PATTERN)
     # Folder that holds runs/<run_id>/; a shared path on a cluster.
     runs_dir: Path = Path("runs")
     # Defaults to `name`, so re-running the same config resumes the same run.
-    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
-    stages: list[str]
+    run_id: str | None = Field(default=None, pattern=NAME_PATTERN)
     seed: int = 0
     ray: RayConfig = RayConfig()
-    dataset: DatasetConfig = DatasetConfig()
-    synth: SynthConfig = SynthConfig()
-    superpixels: SuperpixelsConfig = SuperpixelsConfig()
-    overlay: OverlayConfig = OverlayConfig()
-    slidr_sparse: DistillConfig = DistillConfig(student="sparse_unet")
-    slidr_range: DistillConfig = DistillConfig(student="range_net")
-    evaluate: EvaluateConfig = EvaluateConfig()
-    deploy: DeployConfig = DeployConfig()
+    # Named data sources; a stage reads one by name (`dataset: driving`).
+    datasets: dict[str, DatasetSpec] = {}
+    # Stage instances in run order: name -> config with its `kind`.
+    stages: dict[str, AnyStageConfig]
+    # Run only these stages (the others must have run before: their outputs are read from disk).
+    only: list[str] | None = None
 
     @field_validator("stages")
     @classmethod
-    def _known_stages(cls, stages: list[str]) -> list[str]:
-        unknown = [s for s in stages if s not in STAGE_NAMES]
-        if unknown:
-            raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGE_NAMES)}")
-        if len(set(stages)) != len(stages):
-            raise ValueError(f"a stage is listed twice: {stages}")
+    def _stage_names(cls, stages: dict) -> dict:
         if not stages:
             raise ValueError("at least one stage is required")
+        bad = [n for n in stages if not re.match(NAME_PATTERN, n)]
+        if bad:
+            raise ValueError(f"stage names must match {NAME_PATTERN}: {bad}")
         return stages
 
     @model_validator(mode="after")
-    def _data_source_consistent(self) -> "PipelineConfig":
-        if "synth" in self.stages and self.dataset.source != "synthetic":
-            raise ValueError("stage 'synth' needs dataset.source: synthetic")
-        for stage, student in DISTILL_STUDENTS.items():
-            if getattr(self, stage).student != student:
-                raise ValueError(f"{stage}.student must be {student!r}")
-        if "synth" in self.stages and self.dataset.lidar_sensor != self.synth.lidar_sensor:
-            raise ValueError(
-                f"dataset.lidar_sensor ({self.dataset.lidar_sensor!r}) must equal synth.lidar_sensor"
-                f" ({self.synth.lidar_sensor!r})"
-            )
-        if "synth" in self.stages and self.dataset.version != self.synth.version:
-            raise ValueError(
-                f"dataset.version ({self.dataset.version!r}) must equal synth.version ({self.synth.version!r})"
-            )
-        if "synth" not in self.stages and self.dataset.source == "synthetic" and self.dataset.root is None:
-            raise ValueError("without the 'synth' stage, set dataset.root to an existing dataset")
-        if "deploy" in self.stages:
-            self._check_deploy_model()
+    def _references(self) -> "PipelineConfig":
+        names = list(self.stages)
+        for name in self.only or ():
+            if name not in self.stages:
+                raise ValueError(f"only: {name!r} is not a stage of this pipeline ({names})")
+        for ds_name, ds in self.datasets.items():
+            if ds.from_stage is not None:
+                writer = self.stages.get(ds.from_stage)
+                if writer is None or KINDS[writer.kind].writes_dataset is None:
+                    raise ValueError(f"datasets.{ds_name}.from_stage: {ds.from_stage!r} is not a stage of this "
+                                     "pipeline that writes a dataset")
+        for i, (name, stage) in enumerate(self.stages.items()):
+            ds_name = stage.dataset_name()
+            if ds_name is not None:
+                if ds_name not in self.datasets:
+                    raise ValueError(f"stages.{name}.dataset: unknown dataset {ds_name!r}; known: {list(self.datasets)}")
+                writer = self.datasets[ds_name].from_stage
+                if writer is not None and names.index(writer) > i:
+                    raise ValueError(f"stages.{name} reads dataset {ds_name!r}, which stage {writer!r} writes later")
+            for upstream in stage.reads():
+                if upstream not in self.stages or names.index(upstream) >= i:
+                    raise ValueError(f"stages.{name} reads stage {upstream!r}, which must be a stage listed before it"
+                                     f" (stages in order: {names})")
+            stage.check(name, self)
         return self
 
-    def _check_deploy_model(self) -> None:
-        """The model the deploy stage ships must be one that this pipeline's evaluate stage saves."""
-        if "evaluate" not in self.stages:
-            raise ValueError("stage 'deploy' ships a model fine-tuned by the 'evaluate' stage: add 'evaluate' before it")
-        deployable = [s for s, student in DISTILL_STUDENTS.items() if student in DEPLOYABLE_STUDENTS and s in self.stages]
-        produced = [segmenter_name(s, f) for s in deployable for f in self.evaluate.finetune_fractions()]
-        if self.deploy.model is None and len(produced) != 1:
-            raise ValueError(f"deploy.model is not set and the evaluate stage saves {len(produced)} deployable models"
-                             f" {produced}: name one")
-        if self.deploy.model is not None and self.deploy.model not in produced:
-            raise ValueError(f"deploy.model {self.deploy.model!r} is never produced: the evaluate stage saves the "
-                             f"deployable models {produced} (fine-tuned range_net students at "
-                             "evaluate.finetune_label_fractions)")
+    def stage_config(self, name: str):
+        if name not in self.stages:
+            raise ValueError(f"no stage named {name!r}; stages: {list(self.stages)}")
+        return self.stages[name]
+
+    def selected_stages(self) -> list[str]:
+        """The stages a run executes, in order."""
+        return [n for n in self.stages if self.only is None or n in self.only]
 
     @property
     def resolved_run_id(self) -> str:
@@ -177,7 +124,7 @@ class PipelineConfig(StrictModel):
         return self.runs_dir / self.resolved_run_id
 
     def with_absolute_paths(self, base: Path | None = None) -> "PipelineConfig":
-        """A copy whose file paths (``runs_dir``, ``dataset.root``, weights files, sensor YAMLs) are absolute.
+        """A copy whose file paths (``runs_dir``, dataset roots, weights files, sensor YAMLs) are absolute.
 
         Relative paths are resolved once, against ``base`` (default: the current directory)
         where the run starts, because they cross process boundaries whose working directory
@@ -243,7 +190,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def _format_validation_error(source: str, err: ValidationError) -> str:
     lines = [f"invalid config {source}:"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        parts = list(e["loc"])
+        if len(parts) >= 3 and parts[0] == "stages" and parts[2] in KINDS:
+            del parts[2]  # the discriminator tag pydantic adds for the stage's kind
+        loc = ".".join(str(p) for p in parts) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `edgedistill config show` lists the keys)"

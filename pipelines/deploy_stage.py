@@ -8,7 +8,7 @@ implementation is :mod:`deploy` (this module only adapts it to the runner).
 
 from __future__ import annotations
 
-from .config import DeployConfig
+from .deploy_config import DeployConfig
 from .runner import StageContext, StageResult
 
 
@@ -18,7 +18,8 @@ def run_deploy(ctx: StageContext) -> StageResult:
     from deploy.quantize import quantize_bundle
 
     cfg: DeployConfig = ctx.config  # type: ignore[assignment]
-    bundle_dir = export_bundle(ctx.run_dir, cfg.model, ctx.stage_dir / "bundle", max_scans=cfg.max_scans)
+    bundle_dir = export_bundle(ctx.run_dir, cfg.model, ctx.stage_dir / "bundle", max_scans=cfg.max_scans,
+                               evaluate_stage=cfg.evaluate)
     bundle = quantize_bundle(bundle_dir, tuple(cfg.precisions), max_scans=cfg.max_scans)
     m = bundle.metadata["metrics"]
     metrics = {

@@ -2,8 +2,9 @@
 
 A pipeline is an ordered list of stages. Stage ``s`` of run ``r`` writes only into
 ``<runs_dir>/<r>/<s>/`` and finishes by writing ``manifest.json`` (atomically, last):
-config hash, input hashes, every output with its size and sha256, metrics, library
-versions and wall time. On a re-run:
+config hash, input hashes (the output digests of the upstream stages it reads, and its
+dataset's files plus the spec fields its kind depends on, ``StageKind.dataset_fields``),
+every output with its size and sha256, metrics, library versions and wall time. On a re-run:
 
 - a stage whose manifest matches (same config hash, same input hashes, every output
   present with its recorded size) is skipped;
@@ -32,7 +33,9 @@ from pydantic import BaseModel
 from modalities.fileio import atomic_write_json, atomic_write_text, sha256_file, sha256_json
 from modalities.versions import library_versions
 
-from .config import DatasetConfig, PipelineConfig, to_yaml
+from .config import PipelineConfig, to_yaml
+from .datasets import DatasetSpec, dataset_key
+from .stages import KINDS
 from .report import write_run_report
 
 log = logging.getLogger("edgedistill")
@@ -50,8 +53,8 @@ class StageContext:
     run_dir: Path
     config: BaseModel
     seed: int
-    dataset: DatasetConfig  # where the data lives and which table version to read
-    inputs: dict[str, Path]  # upstream stage name (or "dataset") -> folder
+    dataset: DatasetSpec | None  # the spec of the dataset the stage reads (split, version, sensor), if any
+    inputs: dict[str, Path]  # upstream stage name -> its folder; "dataset" -> the dataset's root
     log: logging.Logger
 
 
@@ -63,13 +66,6 @@ class StageResult:
 
 
 StageFn = Callable[[StageContext], StageResult]
-
-
-@dataclass(frozen=True)
-class Stage:
-    fn: StageFn
-    section: str  # the config section the stage reads
-    needs: tuple[str, ...] = ()  # upstream stages or "dataset"; "name?" = only if in the pipeline
 
 
 def output_files(stage_dir: Path) -> list[Path]:
@@ -107,68 +103,65 @@ def outputs_digest(manifest: dict) -> str:
     return sha256_json({rel: e["sha256"] for rel, e in manifest["outputs"].items()})
 
 
-def external_dataset_digest(root: Path, version: str) -> str:
-    """Cheap identity of an external dataset: its table files' names, sizes and mtimes."""
-    table_dir = root / version
-    if not table_dir.is_dir():
-        raise FileNotFoundError(f"dataset tables not found: {table_dir} (check dataset.root / dataset.version)")
-    stats = {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in sorted(table_dir.glob("*.json"))}
-    return sha256_json({"root": str(root.resolve()), "tables": stats})
-
-
 class Runner:
-    """Runs the stages of one pipeline config into ``runs_dir/run_id``."""
+    """Runs the stages of one pipeline config into ``runs_dir/run_id``.
 
-    def __init__(self, cfg: PipelineConfig, stages: dict[str, Stage], force: tuple[str, ...] = ()):
+    ``functions`` (kind -> stage function) replaces the functions of :data:`KINDS`, for tests.
+    """
+
+    def __init__(self, cfg: PipelineConfig, force: tuple[str, ...] = (),
+                 functions: dict[str, StageFn] | None = None):
         self.cfg = cfg.with_absolute_paths()  # paths handed to Ray workers never depend on their cwd
-        self.stages = stages
         self.force = set(force)
+        self.functions = functions or {}
         self.run_dir = self.cfg.run_dir
         self.digests: dict[str, str] = {}
         self.report: dict[str, dict] = {}
 
-    def dataset_dir(self) -> Path:
-        if "synth" in self.cfg.stages:
-            return self.run_dir / "synth" / "nuscenes"
-        assert self.cfg.dataset.root is not None
-        return self.cfg.dataset.root
-
-    def _inputs(self, stage: Stage) -> tuple[dict[str, Path], dict[str, str]]:
-        paths, hashes = {}, {}
-        for need in stage.needs:
-            if need.endswith("?"):
-                need = need[:-1]
-                if need not in self.cfg.stages:
-                    continue
-            if need == "dataset":
-                paths["dataset"] = self.dataset_dir()
-                if "synth" in self.cfg.stages:
-                    hashes["dataset"] = self.digests["synth"]
-                else:
-                    hashes["dataset"] = external_dataset_digest(paths["dataset"], self.cfg.dataset.version)
-            else:
-                if need not in self.digests:
-                    raise ValueError(f"stage needs '{need}' to run before it; add it to `stages` earlier")
-                paths[need] = self.run_dir / need
-                hashes[need] = self.digests[need]
-        return paths, hashes
-
     def run(self) -> dict[str, dict]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.yaml", to_yaml(self.cfg))
-        for name in self.cfg.stages:
-            self._run_stage(name, self.stages[name])
+        for name in self.cfg.selected_stages():
+            self._run_stage(name)
         write_run_report(self.run_dir, self.cfg, self.report)
         return self.report
 
-    def _run_stage(self, name: str, stage: Stage) -> None:
-        section: BaseModel = getattr(self.cfg, stage.section)
-        input_paths, input_hashes = self._inputs(stage)
+    def _digest(self, name: str) -> str:
+        """Output digest of an upstream stage: run in this call, or (not selected by `only`) on disk."""
+        if name not in self.digests:
+            manifest = read_manifest(self.run_dir / name)
+            if manifest is None:
+                raise ValueError(f"stage {name!r} has no finished output in {self.run_dir} and is not selected by"
+                                 " `only`: run it first (or add it to `only`)")
+            self.digests[name] = outputs_digest(manifest)
+        return self.digests[name]
+
+    def _dataset(self, name: str) -> tuple[Path, str]:
+        """(root, files digest) of a named dataset."""
+        spec = self.cfg.datasets[name]
+        if spec.from_stage is not None:
+            writer = self.cfg.stages[spec.from_stage]
+            return self.run_dir / spec.from_stage / KINDS[writer.kind].writes_dataset, self._digest(spec.from_stage)
+        assert spec.root is not None
+        return spec.root, spec.files_digest(spec.root)
+
+    def _inputs(self, section) -> tuple[DatasetSpec | None, dict[str, Path], dict[str, str]]:
+        paths, hashes, spec = {}, {}, None
+        ds_name = section.dataset_name()
+        if ds_name is not None:
+            spec = self.cfg.datasets[ds_name]
+            paths["dataset"], files = self._dataset(ds_name)
+            hashes[f"dataset:{ds_name}"] = dataset_key(spec, files, KINDS[section.kind].dataset_fields)
+        for upstream in section.reads():
+            paths[upstream] = self.run_dir / upstream
+            hashes[upstream] = self._digest(upstream)
+        return spec, paths, hashes
+
+    def _run_stage(self, name: str) -> None:
+        section = self.cfg.stages[name]
+        spec, input_paths, input_hashes = self._inputs(section)
         key = {
-            "config_hash": sha256_json(
-                {"stage": name, "config": section.model_dump(mode="json"), "seed": self.cfg.seed,
-                 "dataset": self.cfg.dataset.model_dump(mode="json")}
-            ),
+            "config_hash": sha256_json({"stage": name, "config": section.model_dump(mode="json"), "seed": self.cfg.seed}),
             "inputs": input_hashes,
         }
         stage_dir = self.run_dir / name
@@ -197,10 +190,11 @@ class Runner:
         log.info("[%s] running", name)
         t0 = time.perf_counter()
         ctx = StageContext(
-            name=name, stage_dir=stage_dir, run_dir=self.run_dir, config=section, seed=self.cfg.seed, dataset=self.cfg.dataset,
+            name=name, stage_dir=stage_dir, run_dir=self.run_dir, config=section, seed=self.cfg.seed, dataset=spec,
             inputs=input_paths, log=logging.getLogger(f"edgedistill.{name}"),
         )
-        result = stage.fn(ctx)
+        fn = self.functions.get(section.kind) or KINDS[section.kind].function()
+        result = fn(ctx)
         if result.report_md:
             atomic_write_text(stage_dir / "report.md", result.report_md)
         wall = time.perf_counter() - t0

@@ -1,22 +1,48 @@
-"""Stage name -> implementation. Grep-able, explicit, no import-time registration."""
+"""Stage kinds: kind -> (config model, stage function, what it depends on). One explicit dict.
+
+A pipeline config names stage instances in run order, each with a ``kind`` from
+:data:`KINDS`; two instances may share a kind (``slidr_sparse`` and ``slidr_range`` are both
+``slidr``). A new method adds its config model and stage function and one entry here.
+
+Stage functions are named as ``"module:function"`` and imported when the stage runs, so
+that loading and validating a config stays fast and torch-free.
+"""
 
 from __future__ import annotations
 
-from .data.overlay_stage import run_overlay
-from .data.superpixels_stage import run_superpixels
-from .data.synth_stage import run_synth
-from .deploy_stage import run_deploy
-from .evaluate.stage import run_evaluate
-from .runner import Stage
-from .slidr.stage import run_distill
+import importlib
+from dataclasses import dataclass
 
-STAGES: dict[str, Stage] = {
-    "synth": Stage(run_synth, section="synth"),
-    "superpixels": Stage(run_superpixels, section="superpixels", needs=("dataset",)),
-    "overlay": Stage(run_overlay, section="overlay", needs=("dataset", "superpixels")),
-    "slidr_sparse": Stage(run_distill, section="slidr_sparse", needs=("dataset", "superpixels")),
-    "slidr_range": Stage(run_distill, section="slidr_range", needs=("dataset", "superpixels")),
-    # "?" marks an optional input: used when that stage is part of the pipeline.
-    "evaluate": Stage(run_evaluate, section="evaluate", needs=("dataset", "slidr_sparse?", "slidr_range?")),
-    "deploy": Stage(run_deploy, section="deploy", needs=("evaluate",)),
+from pydantic import BaseModel
+
+from .data.config import OverlayConfig, SuperpixelsConfig, SynthDrivingConfig
+from .deploy_config import DeployConfig
+from .evaluate.config import EvaluateConfig
+from .slidr.config import DistillConfig
+
+
+@dataclass(frozen=True)
+class StageKind:
+    config: type[BaseModel]
+    run: str  # "module:function", the function takes a StageContext and returns a StageResult
+    # Fields of the stage's dataset spec that its results depend on (beyond the dataset's files).
+    dataset_fields: tuple[str, ...] = ()
+    # The stage writes a dataset into this folder of its stage folder (a dataset's `from_stage`).
+    writes_dataset: str | None = None
+
+    def function(self):
+        module, name = self.run.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+KINDS: dict[str, StageKind] = {
+    "synth_driving": StageKind(SynthDrivingConfig, "pipelines.data.synth_stage:run_synth", writes_dataset="nuscenes"),
+    "superpixels": StageKind(SuperpixelsConfig, "pipelines.data.superpixels_stage:run_superpixels",
+                             dataset_fields=("version",)),
+    "overlay": StageKind(OverlayConfig, "pipelines.data.overlay_stage:run_overlay", dataset_fields=("version",)),
+    "slidr": StageKind(DistillConfig, "pipelines.slidr.stage:run_distill",
+                       dataset_fields=("version", "holdout_scenes", "lidar_sensor")),
+    "evaluate": StageKind(EvaluateConfig, "pipelines.evaluate.stage:run_evaluate",
+                          dataset_fields=("version", "holdout_scenes", "lidar_sensor")),
+    "deploy": StageKind(DeployConfig, "pipelines.deploy_stage:run_deploy"),
 }

@@ -19,8 +19,8 @@ from modalities.camera.superpixels import load_superpixels
 from modalities.fileio import atomic_open
 from modalities.nuscenes_tables import NuScenesTables
 
-from ..config import MAX_SUPERPIXEL_BUDGET, OverlayConfig
 from ..runner import StageContext, StageResult
+from .config import MAX_SUPERPIXEL_BUDGET, OverlayConfig
 from .superpixels_stage import superpixel_path
 
 
@@ -56,18 +56,20 @@ def run_overlay(ctx: StageContext) -> StageResult:
     tables = NuScenesTables(ctx.inputs["dataset"], ctx.dataset.version)
     samples = list(tables.samples())
     if cfg.sample_index >= len(samples):
-        raise ValueError(f"overlay.sample_index={cfg.sample_index} but the dataset has {len(samples)} samples")
+        raise ValueError(f"stages.{ctx.name}.sample_index={cfg.sample_index} but the dataset has {len(samples)} samples")
     sample = samples[cfg.sample_index]
     cams = {c.channel: c for c in tables.cameras(sample)}
     if cfg.camera not in cams:
-        raise ValueError(f"overlay.camera={cfg.camera!r} not in this sample; cameras: {sorted(cams)}")
+        raise ValueError(f"stages.{ctx.name}.camera={cfg.camera!r} not in this sample; cameras: {sorted(cams)}")
     cam = cams[cfg.camera]
     points = tables.load_points(sample)
     image = read_image(cam.image_path)
     uv, depth, valid = project_points(points[:, :3], cam.T_cam_from_lidar, cam.K, (cam.width, cam.height))
-    sp_file = superpixel_path(ctx.inputs["superpixels"], cam.channel, cam.image_path)
-    # Drawn only: any id below the largest budget the config allows is acceptable here.
-    sp = load_superpixels(sp_file, budget=MAX_SUPERPIXEL_BUDGET, expected_hw=(cam.height, cam.width)) if sp_file.exists() else None
+    sp = None
+    if cfg.superpixels:
+        sp_file = superpixel_path(ctx.inputs[cfg.superpixels], cam.channel, cam.image_path)
+        # Drawn only: any id below the largest budget the config allows is acceptable here.
+        sp = load_superpixels(sp_file, budget=MAX_SUPERPIXEL_BUDGET, expected_hw=(cam.height, cam.width))
     img = render_overlay(image, uv[valid], depth[valid], sp, cfg.point_radius_px)
     out = ctx.stage_dir / "overlay.png"
     with atomic_open(out, "wb") as f:

@@ -17,9 +17,9 @@ from modalities.camera.io import read_image
 from modalities.camera.superpixels import compute_superpixels, load_superpixels, save_superpixels
 from modalities.nuscenes_tables import NuScenesTables
 
-from ..config import SuperpixelsConfig
 from ..ray_utils import parallel_map
 from ..runner import StageContext, StageResult
+from .config import SuperpixelsConfig
 
 
 def superpixel_path(stage_dir: Path, channel: str, image_path: Path) -> Path:

@@ -12,14 +12,14 @@ import json
 from pathlib import Path
 
 from modalities.fileio import atomic_write_json
-from modalities.synthetic.config import SynthConfig
 from modalities.synthetic.nuscenes_writer import generate_scene, write_tables
 
 from ..ray_utils import parallel_map
 from ..runner import StageContext, StageResult
+from .config import SynthDrivingConfig
 
 
-def _scene_task(scene_index: int, out_dir: str, cfg: SynthConfig, record_dir: str):
+def _scene_task(scene_index: int, out_dir: str, cfg, record_dir: str):
     record_path = Path(record_dir) / f"scene_{scene_index:04d}.json"
     if record_path.exists():
         return json.loads(record_path.read_text())
@@ -30,7 +30,8 @@ def _scene_task(scene_index: int, out_dir: str, cfg: SynthConfig, record_dir: st
 
 
 def run_synth(ctx: StageContext) -> StageResult:
-    cfg: SynthConfig = ctx.config  # type: ignore[assignment]
+    stage_cfg: SynthDrivingConfig = ctx.config  # type: ignore[assignment]
+    cfg = stage_cfg.generator_config()
     out_dir = ctx.stage_dir / "nuscenes"
     record_dir = ctx.stage_dir / ".scenes"
     record_dir.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from ..config_base import StageConfig
+
+if TYPE_CHECKING:
+    from ..config import PipelineConfig
 
 
-class EvaluateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class EvaluateConfig(StageConfig):
+    kind: Literal["evaluate"] = "evaluate"
+    dataset: str  # labelled scans: training split for the labels, held-out scenes for the metric
+    students: list[str] = Field(min_length=1)  # training stages whose students are evaluated
 
     # Fractions of the training scans that get labels (at least one scan each). SLidR: 1 %.
     label_fractions: list[float] = Field(default=[0.01, 0.1], min_length=1)
@@ -30,6 +37,19 @@ class EvaluateConfig(BaseModel):
             raise ValueError(f"finetune_label_fractions {extra} are not in label_fractions {self.label_fractions}"
                              " (fine-tuning runs only at label fractions that are evaluated)")
         return self
+
+    def reads(self) -> tuple[str, ...]:
+        return tuple(self.students)
+
+    def check(self, name: str, pipeline: "PipelineConfig") -> None:
+        for student in self.students:
+            if pipeline.stage_config(student).student_kind() is None:
+                raise ValueError(f"stages.{name}.students: stage {student!r} trains no student")
+
+    def saved_models(self, pipeline: "PipelineConfig") -> dict[str, str]:
+        """Fine-tuned segmenters this stage saves: name -> student kind (``slidr_range_10pct`` -> ``range_net``)."""
+        return {segmenter_name(s, f): pipeline.stage_config(s).student_kind()
+                for s in self.students for f in self.finetune_fractions()}
 
     def finetune_fractions(self) -> list[float]:
         """The label fractions at which the fine-tune protocol runs (and saves a segmenter)."""

@@ -60,6 +60,12 @@ class StudentSpec:
     voxel_size: tuple[float, float, float]
     sensor: LidarSensor | None
 
+    @classmethod
+    def from_record(cls, record: dict, sensor: LidarSensor) -> "StudentSpec":
+        """From a student record (``pipelines.student_record``); ``sensor``: the dataset's lidar model."""
+        voxel_size = record["input"].get("voxel_size") or (0.1, 1.0, 0.1)  # unused by range_net
+        return cls(record["kind"], tuple(voxel_size), sensor)
+
 
 def _batches(scans: list[LabeledScan], size: int):
     for i in range(0, len(scans), size):

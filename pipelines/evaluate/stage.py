@@ -1,8 +1,8 @@
 """Stage ``evaluate``: few-label semantic segmentation of every distilled student vs random init.
 
-For each distillation stage in the pipeline (``slidr_sparse``, ``slidr_range``), each label
-fraction and each protocol, the same network is evaluated twice: from the distilled
-weights and from random initialisation (same seed). Point-wise mIoU and per-class IoU on
+For each training stage named in ``students`` (read through its student record,
+``student.json``), each label fraction and each protocol, the same network is evaluated
+twice: from the distilled weights and from random initialisation (same seed). Point-wise mIoU and per-class IoU on
 the held-out scenes go into ``results.json`` and the report.
 """
 
@@ -18,19 +18,17 @@ from safetensors.torch import load_file, save_file
 from modalities.fileio import atomic_write_json
 from modalities.lidar.labels import CLASS_NAMES
 from modalities.lidar.sensors import load_sensor
+from modalities.lidar.students import build_lidar_student
 from modalities.segmentation_metrics import iou_per_class, mean_iou
 
-from ..config import DISTILL_STUDENTS
 from ..runner import StageContext, StageResult
-from ..slidr.config import DistillConfig
-from ..slidr.data import INTENSITY_SCALE, ScanRef, list_scans, split_by_scene
-from ..slidr.model import build_student, student_kwargs
-from ..slidr.stage import upstream_config
+from ..slidr.data import ScanRef, list_scans, split_by_scene
+from ..student_record import read_student_record
 from .config import EvaluateConfig, segmenter_name
 from .probe import StudentSpec, extract_features, finetune, linear_probe, load_labeled_scans
 
 
-def save_segmenter(folder: Path, stage: str, dcfg: DistillConfig, model, fraction: float, miou: float,
+def save_segmenter(folder: Path, stage: str, record: dict, model, fraction: float, miou: float,
                    sensor: dict, calibration: list[ScanRef], heldout: list[ScanRef]) -> Path:
     """``<stage>_<pct>pct.safetensors`` (student + classifier) and a JSON sidecar that rebuilds it.
 
@@ -45,12 +43,12 @@ def save_segmenter(folder: Path, stage: str, dcfg: DistillConfig, model, fractio
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     tmp.replace(folder / f"{name}.safetensors")
     atomic_write_json(folder / f"{name}.json", {
-        "distill_stage": stage, "distill_config": dcfg.model_dump(mode="json"), "label_fraction": fraction,
-        "student": dcfg.student, "student_kwargs": student_kwargs(dcfg), "num_classes": len(CLASS_NAMES),
+        "distill_stage": stage, "student_record": record, "label_fraction": fraction,
+        "student": record["kind"], "student_kwargs": record["kwargs"], "num_classes": len(CLASS_NAMES),
         "classes": list(CLASS_NAMES), "miou_heldout": miou, "weights": f"{name}.safetensors",
         "state_dict_layout": "student.* = the student, classifier.* = nn.Linear(student.feature_dim, num_classes)",
-        "preprocessing": {"intensity_scale": INTENSITY_SCALE, "sensor": sensor,
-                          "voxel_size": list(dcfg.sparse_unet.voxel_size), "point_columns": "x y z intensity ring",
+        "preprocessing": {"intensity_scale": record["input"]["intensity_scale"], "sensor": sensor,
+                          "voxel_size": record["input"].get("voxel_size"), "point_columns": "x y z intensity ring",
                           "label_mapping": "nuScenes lidarseg general index -> 16 benchmark classes"},
         "calibration_scans": [_scan_files(s) for s in calibration],
         "heldout_scans": [_scan_files(s) for s in heldout],
@@ -71,27 +69,24 @@ def labeled_subset(n: int, fraction: float, seed: int) -> np.ndarray:
 
 def run_evaluate(ctx: StageContext) -> StageResult:
     cfg: EvaluateConfig = ctx.config  # type: ignore[assignment]
-    students = [s for s in DISTILL_STUDENTS if s in ctx.inputs]
-    if not students:
-        raise ValueError("the evaluate stage needs a distillation stage (slidr_sparse or slidr_range) before it")
     scans = list_scans(ctx.inputs["dataset"], ctx.dataset.version, None)
     train_refs, test_refs = split_by_scene(scans, ctx.dataset.holdout_scenes)
     if not test_refs:
-        raise ValueError("evaluation needs held-out scenes: set dataset.holdout_scenes >= 1")
+        raise ValueError("evaluation needs held-out scenes: set the dataset's holdout_scenes >= 1")
     if cfg.max_test_scans:
         test_refs = test_refs[: cfg.max_test_scans]
     train_scans, test_scans = load_labeled_scans(train_refs), load_labeled_scans(test_refs)
     sensor = load_sensor(ctx.dataset.lidar_sensor)
     C = len(CLASS_NAMES)
     rows = []
-    for stage in students:
-        dcfg = DistillConfig.model_validate(upstream_config(ctx.inputs[stage]))
-        spec = StudentSpec(dcfg.student, tuple(dcfg.sparse_unet.voxel_size), sensor)
+    for stage in cfg.students:
+        record = read_student_record(ctx.inputs[stage])
+        spec = StudentSpec.from_record(record, sensor)
         for init in ("slidr", "random"):
             torch.manual_seed(ctx.seed)
-            student = build_student(dcfg)
+            student = build_lidar_student(record["kind"], record["kwargs"])
             if init == "slidr":
-                student.load_state_dict(load_file(str(ctx.inputs[stage] / "student.safetensors")))
+                student.load_state_dict(load_file(str(ctx.inputs[stage] / record["weights"])))
             test_feats = None
             for fraction in cfg.label_fractions:
                 labeled_idx = labeled_subset(len(train_scans), fraction, ctx.seed)
@@ -99,7 +94,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                 for protocol in cfg.protocols:
                     if protocol == "finetune" and fraction not in cfg.finetune_fractions():
                         continue
-                    ctx.log.info("%s %s init, %s, %.0f%% labels (%d scans)", dcfg.student, init, protocol,
+                    ctx.log.info("%s %s init, %s, %.0f%% labels (%d scans)", record["kind"], init, protocol,
                                  fraction * 100, len(labeled))
                     if protocol == "linear_probe":
                         if test_feats is None:
@@ -108,16 +103,16 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                         conf = linear_probe(train_feats, test_feats, C, cfg.probe_steps, cfg.probe_lr, ctx.seed)
                     else:
                         torch.manual_seed(ctx.seed)
-                        fresh = build_student(dcfg)  # weight-scale reference (identical to the random init)
+                        fresh = build_lidar_student(record["kind"], record["kwargs"])  # weight-scale reference
                         conf, _, model = finetune(student, labeled, test_scans, spec, C, cfg.finetune_steps,
                                                   cfg.finetune_lr, cfg.batch_scans, ctx.seed, cfg.lovasz_weight,
                                                   init_reference=fresh)
                         if init == "slidr":  # the deployable segmentation model (see deploy/)
-                            save_segmenter(ctx.stage_dir / "models", stage, dcfg, model, fraction, mean_iou(conf),
+                            save_segmenter(ctx.stage_dir / "models", stage, record, model, fraction, mean_iou(conf),
                                            sensor.to_dict(), [train_refs[i] for i in labeled_idx], test_refs)
                     iou = iou_per_class(conf)
                     rows.append({
-                        "student": dcfg.student, "init": init, "protocol": protocol, "label_fraction": fraction,
+                        "student": record["kind"], "init": init, "protocol": protocol, "label_fraction": fraction,
                         "labeled_scans": len(labeled), "test_scans": len(test_scans), "miou": mean_iou(conf),
                         "iou": {n: (None if math.isnan(v) else round(float(v) * 100, 2)) for n, v in zip(CLASS_NAMES, iou)},
                     })

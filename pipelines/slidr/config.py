@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from ..config_base import StageConfig
+from ..config_base import StrictModel as _Strict
 
 
 class TeacherConfig(_Strict):
@@ -56,7 +55,12 @@ class RangeNetConfig(_Strict):
     base_channels: int = Field(default=32, ge=4)
 
 
-class DistillConfig(_Strict):
+class DistillConfig(StageConfig):
+    """Stage kind ``slidr``: one lidar student distilled from an image teacher over superpixels."""
+
+    kind: Literal["slidr"] = "slidr"
+    dataset: str  # a nuScenes-format dataset (scans, cameras, calibration); its training split
+    superpixels: str  # the superpixels stage of that dataset
     student: Literal["sparse_unet", "range_net"]
     out_dim: int = Field(default=64, ge=2)
     temperature: float = Field(default=0.07, gt=0)  # SLidR; lower is unstable on small batches
@@ -73,3 +77,15 @@ class DistillConfig(_Strict):
     loader_workers: int = Field(default=2, ge=0)  # torch DataLoader processes per Ray worker
     max_failures: int = Field(default=2, ge=0)  # worker restarts (from the last checkpoint)
     max_train_scans: int | None = Field(default=None, ge=1)  # cap for quick runs
+
+    def reads(self) -> tuple[str, ...]:
+        return (self.superpixels,)
+
+    def student_kind(self) -> str:
+        return self.student
+
+    def check(self, name: str, pipeline) -> None:
+        sp = pipeline.stage_config(self.superpixels)
+        if getattr(sp, "kind", None) != "superpixels" or sp.dataset != self.dataset:
+            raise ValueError(f"stages.{name}.superpixels: {self.superpixels!r} must be a superpixels stage of "
+                             f"dataset {self.dataset!r}")

@@ -63,7 +63,7 @@ def split_by_scene(scans: list[ScanRef], holdout_scenes: int) -> tuple[list[Scan
     scenes = list(dict.fromkeys(s.scene_token for s in scans))
     if holdout_scenes >= len(scenes):
         raise ValueError(
-            f"dataset.holdout_scenes={holdout_scenes} leaves no training scene (the dataset has {len(scenes)});"
+            f"the dataset's holdout_scenes={holdout_scenes} leaves no training scene (the dataset has {len(scenes)});"
             " generate more scenes or hold out fewer"
         )
     held = set(scenes[len(scenes) - holdout_scenes:]) if holdout_scenes else set()

@@ -1,6 +1,7 @@
 """Stages ``slidr_sparse`` / ``slidr_range``: SLidR distillation of one lidar student on Ray Train.
 
-Outputs: ``student.safetensors`` (the distilled student, head included),
+Outputs: ``student.safetensors`` (the distilled student, head included), ``student.json``
+(the student record: everything evaluation and deploy need to rebuild and feed it),
 ``teacher_head.safetensors``, ``history.json`` (per-epoch loss, throughput and the counted
 skips), ``loss_curve.png`` and ``tensorboard/``. Ray's checkpoints live in the hidden
 ``.ray_results/`` folder; a re-run of an interrupted stage resumes from the newest one.
@@ -14,14 +15,16 @@ from pathlib import Path
 import torch
 import yaml
 
-from modalities.fileio import atomic_write_json
+from modalities.fileio import atomic_write_json, sha256_file
 from modalities.lidar.sensors import load_sensor
 
 from ..plots import save_line_plot
 from ..ray_train import fit
 from ..runner import StageContext, StageResult
+from ..student_record import STUDENT_RECORD
 from .config import DistillConfig
-from .data import list_scans, split_by_scene
+from .data import INTENSITY_SCALE, list_scans, split_by_scene
+from .model import student_kwargs
 from .train import train_loop_per_worker
 
 SKIP_COUNTERS = ("skipped_no_pairs", "images_without_pairs", "crops_below_min_pairs", "pairs_without_student_feature")
@@ -32,13 +35,34 @@ def upstream_config(stage_dir: Path) -> dict:
     return yaml.safe_load((stage_dir / "config.yaml").read_text())
 
 
+def student_record(cfg: DistillConfig, sensor: dict, stage_dir: Path) -> dict:
+    """The self-describing hand-off to evaluation and deploy (they never read this stage's config).
+
+    ``input`` says how a scan becomes the student's input: cylindrical voxels of the given
+    size (sparse_unet) or the range image of the sensor model (range_net); intensities are
+    divided by ``intensity_scale`` first (nuScenes stores 0..255).
+    """
+    if cfg.student == "sparse_unet":
+        inp = {"kind": "cylindrical_voxels", "voxel_size": list(cfg.sparse_unet.voxel_size)}
+    else:
+        inp = {"kind": "range_image", "sensor": sensor}
+    return {
+        "format": 1, "kind": cfg.student, "kwargs": student_kwargs(cfg), "task": "point_features",
+        "input": {**inp, "intensity_scale": INTENSITY_SCALE},
+        "teacher": {"name": cfg.teacher.name, "weights_path": str(cfg.teacher.weights_path or "") or None},
+        "method": "slidr", "weights": "student.safetensors",
+        "weights_sha256": sha256_file(stage_dir / "student.safetensors"),
+    }
+
+
 def run_distill(ctx: StageContext) -> StageResult:
     cfg: DistillConfig = ctx.config  # type: ignore[assignment]
-    scans = list_scans(ctx.inputs["dataset"], ctx.dataset.version, ctx.inputs["superpixels"])
+    scans = list_scans(ctx.inputs["dataset"], ctx.dataset.version, ctx.inputs[cfg.superpixels])
     train_scans, held_out = split_by_scene(scans, ctx.dataset.holdout_scenes)
     if cfg.max_train_scans:
         train_scans = train_scans[: cfg.max_train_scans]
-    budget = int(upstream_config(ctx.inputs["superpixels"])["budget"])
+    budget = int(upstream_config(ctx.inputs[cfg.superpixels])["budget"])
+    sensor = load_sensor(ctx.dataset.lidar_sensor)
     ctx.log.info("%s: %d training scans (%d held out), %d epochs, batch %d", cfg.student, len(train_scans),
                  len(held_out), cfg.optim.epochs, cfg.batch_scans)
     result = fit(
@@ -47,7 +71,7 @@ def run_distill(ctx: StageContext) -> StageResult:
             "distill": cfg.model_dump(mode="json"),
             "scans": train_scans,
             "budget": budget,
-            "sensor": load_sensor(ctx.dataset.lidar_sensor),
+            "sensor": sensor,
             "seed": ctx.seed,
             "tensorboard_dir": str((ctx.stage_dir / "tensorboard").resolve()),
         },
@@ -65,6 +89,7 @@ def run_distill(ctx: StageContext) -> StageResult:
             (ctx.stage_dir / f".{name}.tmp").replace(ctx.stage_dir / name)
         history = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)["history"]
     atomic_write_json(ctx.stage_dir / "history.json", history)
+    atomic_write_json(ctx.stage_dir / STUDENT_RECORD, student_record(cfg, sensor.to_dict(), ctx.stage_dir))
     epochs = [h["epoch"] + 1 for h in history]
     save_line_plot(ctx.stage_dir / "loss_curve.png", {cfg.student: (epochs, [h["loss"] for h in history])},
                    "epoch", "SLidR loss", f"SLidR distillation: {cfg.student}")

@@ -61,7 +61,7 @@ def make_tiny_run(run_dir: Path, seed: int = 0) -> Path:
     models.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(models / f"{MODEL}.safetensors"))
     sidecar = {
-        "distill_stage": "slidr_range", "distill_config": {"teacher": {"name": "efficientnet_lite0"}},
+        "distill_stage": "slidr_range", "student_record": {"teacher": {"name": "efficientnet_lite0"}},
         "label_fraction": 0.5, "student": "range_net", "student_kwargs": STUDENT_KWARGS,
         "num_classes": len(CLASS_NAMES), "classes": list(CLASS_NAMES), "miou_heldout": None,
         "weights": f"{MODEL}.safetensors",

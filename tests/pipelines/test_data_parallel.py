@@ -63,8 +63,9 @@ def test_point_feature_net_under_ddp_keeps_workers_in_sync(tmp_path):
 def test_distillation_with_two_ray_train_workers(tmp_path):
     """`num_workers: 2` through the real CLI: two CPU workers over gloo, checkpoints, a distilled student."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines", "run", "configs/slidr_tiny.yaml", f"runs_dir={tmp_path}",
-         "stages=[synth, superpixels, slidr_range]", "slidr_range.num_workers=2", "slidr_range.optim.epochs=2"],
+        [sys.executable, "-m", "pipelines", "run", "tests/configs/slidr_tiny.yaml", f"runs_dir={tmp_path}",
+         "only=[synth, superpixels, slidr_range]", "stages.slidr_range.num_workers=2",
+         "stages.slidr_range.optim.epochs=2"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -53,8 +53,8 @@ def test_cli_run_local_ray_then_skip(tmp_path):
 
 
 def test_cli_reports_config_errors(capsys):
-    assert main(["run", "configs/tiny.yaml", "synth.scenes=zero"]) == 2
-    assert "synth.scenes" in capsys.readouterr().err
+    assert main(["run", "configs/tiny.yaml", "stages.synth.scenes=zero"]) == 2
+    assert "stages.synth.scenes" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -71,8 +71,8 @@ def test_relative_runs_dir_from_the_repo_root_through_ray_train():
     run_dir = ROOT / "runs" / run_id
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "pipelines", "run", "configs/slidr_tiny.yaml", f"run_id={run_id}",
-             "stages=[synth, superpixels, slidr_range]", "slidr_range.optim.epochs=1"],
+            [sys.executable, "-m", "pipelines", "run", "tests/configs/slidr_tiny.yaml", f"run_id={run_id}",
+             "only=[synth, superpixels, slidr_range]", "stages.slidr_range.optim.epochs=1"],
             cwd=ROOT, capture_output=True, text=True, timeout=900,
         )
         assert proc.returncode == 0, proc.stderr[-4000:]
@@ -130,7 +130,7 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path):
 
     def cli(runs: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "pipelines", "run", "configs/tiny.yaml", f"runs_dir={runs}",
-                "stages=[synth]", "synth.scenes=3", *extra]
+                "only=[synth]", "stages.synth.scenes=3", *extra]
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(cli(killed), cwd=ROOT, start_new_session=True,

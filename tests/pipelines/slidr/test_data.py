@@ -88,8 +88,9 @@ def test_collate_global_ids_and_loss_falls(slidr_set, student):
     for i in range(12):
         ids = batch.superpixels[i]
         assert ids.min() >= i * BUDGET and ids.max() < (i + 1) * BUDGET
-    cfg = DistillConfig(student=student, sparse_unet={"planes": [8, 16, 16, 16, 16, 16, 16, 16],
-                                                      "layers": [1] * 8}, range_net={"base_channels": 8})
+    cfg = DistillConfig(dataset="driving", superpixels="superpixels", student=student,
+                        sparse_unet={"planes": [8, 16, 16, 16, 16, 16, 16, 16], "layers": [1] * 8},
+                        range_net={"base_channels": 8})
     torch.manual_seed(0)
     model, teacher = build_student(cfg), build_image_teacher(cfg.teacher, cfg.out_dim)
     opt = torch.optim.Adam(list(model.parameters()) + list(teacher.head.parameters()), lr=1e-2)

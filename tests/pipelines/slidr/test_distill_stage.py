@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _cli(runs: Path, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "pipelines", "run", "configs/slidr_tiny.yaml", f"runs_dir={runs}",
-            "stages=[synth, superpixels, slidr_range]", f"slidr_range.optim.epochs={epochs}"]
+    return [sys.executable, "-m", "pipelines", "run", "tests/configs/slidr_tiny.yaml", f"runs_dir={runs}",
+            "only=[synth, superpixels, slidr_range]", f"stages.slidr_range.optim.epochs={epochs}"]
 
 
 def _wait_for(pattern_root: Path, glob: str, proc: subprocess.Popen, timeout_s: float = 400, count: int = 1) -> None:

@@ -1,0 +1,61 @@
+"""Named dataset specs: where a source lives, its cheap digest, and its train/held-out split.
+
+A pipeline config names its datasets (``datasets: {driving: {kind: nuscenes, ...}}``) and
+each stage that reads one names it (``dataset: driving``). A dataset either lives at an
+existing ``root`` or is written by a stage of the pipeline (``from_stage: synth``).
+
+A stage's cache key covers the dataset's identity (the files: the producing stage's output
+digest, or the table files' names, sizes and mtimes) plus only the spec fields that the
+stage kind declares it depends on (``StageKind.dataset_fields``): changing the held-out
+split re-runs training and evaluation, not superpixels.
+
+Kinds today: ``nuscenes`` (any nuScenes-format root, the synthetic generator's included).
+Keyword-audio folders and video+IMU recordings come with their methods: each is one more
+model here with its own ``kind`` literal, added to :data:`DATASET_KINDS`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from modalities.fileio import sha256_json
+
+from .config_base import StrictModel
+
+
+class NuScenesDatasetSpec(StrictModel):
+    kind: Literal["nuscenes"] = "nuscenes"
+    # Exactly one of: an existing nuScenes-format root, or the stage of this pipeline that writes it.
+    root: Path | None = None
+    from_stage: str | None = None
+    version: str = "v1.0-trainval"  # the table folder under the root
+    # The last N scenes (in table order) are held out: never distilled on, used for evaluation.
+    holdout_scenes: int = Field(default=1, ge=0)
+    # Sensor model of the scans (range-view student, evaluation); preset name or YAML path.
+    lidar_sensor: str = "hdl32e"
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "NuScenesDatasetSpec":
+        if (self.root is None) == (self.from_stage is None):
+            raise ValueError("set exactly one of root (an existing dataset) and from_stage (the stage that writes it)")
+        return self
+
+    def files_digest(self, root: Path) -> str:
+        """Cheap identity of an existing root: its table files' names, sizes and mtimes."""
+        table_dir = root / self.version
+        if not table_dir.is_dir():
+            raise FileNotFoundError(f"dataset tables not found: {table_dir} (check the dataset's root and version)")
+        stats = {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in sorted(table_dir.glob("*.json"))}
+        return sha256_json({"root": str(root.resolve()), "tables": stats})
+
+
+DATASET_KINDS = {"nuscenes": NuScenesDatasetSpec}
+DatasetSpec = NuScenesDatasetSpec  # a discriminated union on `kind` once a second kind exists
+
+
+def dataset_key(spec: DatasetSpec, files_digest: str, fields: tuple[str, ...]) -> str:
+    """What a stage's cache key records for a dataset: its files plus the spec ``fields`` it depends on."""
+    return sha256_json({"files": files_digest, **{f: str(getattr(spec, f)) for f in sorted(fields)}})
