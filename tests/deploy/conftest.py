@@ -1,8 +1,13 @@
-"""Fixtures: a tiny run folder built directly (synthetic scans + a seeded random RangeNet), and its bundle.
+"""Fixtures: a tiny run folder built directly (synthetic scans + a seeded RangeNet segmenter), and its bundle.
 
 The run has the layout the evaluate stage writes (``evaluate/models/<name>.{safetensors,json}``)
 so deploy is exercised exactly as on a real run, in seconds. The slow end-to-end test uses
 the real pipeline instead (test_end_to_end.py).
+
+The segmenter is a random RangeNet backbone whose classifier is FITTED to the labels of the
+calibration (training) scan, so that its held-out predictions vary (several classes, mIoU
+well above 0): a constant argmax would make every agreement 1.0 and every mIoU 0 on both
+sides of a comparison, whatever the deploy path does.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
@@ -23,7 +29,9 @@ from modalities.synthetic.config import SynthConfig
 from modalities.synthetic.nuscenes_writer import generate_dataset
 
 MODEL = "slidr_range_50pct"
-STUDENT_KWARGS = {"out_dim": 8, "widths": [8, 8, 8, 16, 16], "normalize": True}
+# feature_dim = widths[0] = 16: enough random features for a linear classifier to separate classes.
+STUDENT_KWARGS = {"out_dim": 8, "widths": [16, 8, 8, 16, 16], "normalize": True}
+FIT_STEPS = 300
 
 
 def _scan_refs(root: Path, version: str) -> list[dict]:
@@ -38,6 +46,52 @@ def _scan_refs(root: Path, version: str) -> list[dict]:
     return refs
 
 
+def _range_points(ref: dict, student: RangeNet):
+    """(image, rows, cols, labels) of the valid points of one sidecar scan entry, as training sees them."""
+    from deploy.sidecar import load_labeled_scan
+    from modalities.lidar.range_net import build_range_input
+
+    scan = load_labeled_scan(ref, 255.0)
+    mh, mw = student.input_multiple
+    img, rows, cols, valid = build_range_input(scan.points, load_sensor("vlp16"), width_multiple=mw, height_multiple=mh)
+    return img, rows[valid], cols[valid], torch.from_numpy(scan.labels[valid.numpy()]).long()
+
+
+def _fit_classifier(student: RangeNet, calib, num_classes: int) -> nn.Linear:
+    """nn.Linear(feature_dim, num_classes) fitted to the labels of the calibration scan's points.
+
+    Logistic regression on the backbone's per-point features (standardised, then folded back
+    into the Linear), class-balanced cross-entropy so that the rare classes are predicted too,
+    FIT_STEPS full-batch Adam steps. Held-out scans are never seen.
+    """
+    from modalities.lidar.range_net import gather_point_features
+
+    img, rows, cols, labels = calib
+    with torch.no_grad():
+        feats = gather_point_features(student.backbone(img[None]), torch.zeros_like(rows), rows, cols)
+    mean, std = feats.mean(0), feats.std(0) + 1e-6
+    x = (feats - mean) / std
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    class_weight = counts.sum() / (counts.clamp_min(1) * (counts > 0).sum())
+    linear = nn.Linear(feats.shape[1], num_classes)
+    opt = torch.optim.Adam(linear.parameters(), lr=0.05)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: extra threads only spin on a shared CI machine (10x slower)
+    try:
+        for _ in range(FIT_STEPS):
+            loss = F.cross_entropy(linear(x), labels, weight=class_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    classifier = nn.Linear(feats.shape[1], num_classes)
+    with torch.no_grad():  # W x_std + b = (W / std) f + (b - (W / std) mean)
+        classifier.weight.copy_(linear.weight / std)
+        classifier.bias.copy_(linear.bias - classifier.weight @ mean)
+    return classifier
+
+
 def make_tiny_run(run_dir: Path, seed: int = 0) -> Path:
     """Write ``run_dir/evaluate/models/MODEL.{safetensors,json}``; returns the sidecar path."""
     cfg = SynthConfig(scenes=1, samples_per_scene=3, sweeps_per_sample=0, lidar_sensor="vlp16",
@@ -47,14 +101,18 @@ def make_tiny_run(run_dir: Path, seed: int = 0) -> Path:
     refs = _scan_refs(data, cfg.version)
     torch.manual_seed(seed)
     student = RangeNet(**STUDENT_KWARGS)
-    # Non-trivial BatchNorm statistics, so the export folds something real.
+    calib = _range_points(refs[0], student)
+    # Non-trivial BatchNorm statistics (those of the calibration scan, under random affine
+    # parameters), so the export folds something real and the features are not dead ReLUs.
     for m in student.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
-    classifier = nn.Linear(student.feature_dim, len(CLASS_NAMES))
+            m.momentum = None  # cumulative average: the statistics of the one pass below
+    with torch.no_grad():
+        student.train().backbone(calib[0][None])
+    student.eval()
+    classifier = _fit_classifier(student, calib, len(CLASS_NAMES))
     state = {f"student.{k}": v for k, v in student.state_dict().items()}
     state |= {f"classifier.{k}": v for k, v in classifier.state_dict().items()}
     models = run_dir / "evaluate" / "models"
@@ -105,6 +163,37 @@ def bundle_copy(exported_bundle, tmp_path) -> Path:
     dst = tmp_path / "bundle"
     shutil.copytree(exported_bundle, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def torch_point_labels(tiny_run):
+    """Oracle: ``labels(ref) -> (N,) uint8`` of a sidecar scan entry through the pipeline's torch path.
+
+    Training's pre-processing (``build_range_input``), the student's backbone, the per-point
+    gather and the classifier as the ``nn.Linear`` it is in the pipeline; 255 for points
+    without a pixel. No ONNX, no deploy pre/post-processing.
+    """
+    from deploy.model import load_segmenter
+    from deploy.sidecar import load_labeled_scan, read_sidecar
+    from modalities.lidar.range_net import build_range_input, gather_point_features
+
+    side_path = tiny_run / "evaluate" / "models" / f"{MODEL}.json"
+    seg = load_segmenter(side_path, read_sidecar(side_path))
+    linear = nn.Linear(seg.student.feature_dim, seg.classifier.out_channels)
+    linear.weight.data = seg.classifier.weight.data[:, :, 0, 0]
+    linear.bias.data = seg.classifier.bias.data
+
+    def labels(ref: dict) -> np.ndarray:
+        scan = load_labeled_scan(ref, 255.0)
+        mh, mw = seg.student.input_multiple
+        img, row, col, valid = build_range_input(scan.points, load_sensor("vlp16"), width_multiple=mw, height_multiple=mh)
+        out = np.full(len(scan.points), 255, np.uint8)
+        with torch.no_grad():
+            feats = gather_point_features(seg.student.backbone(img[None]), torch.zeros_like(row[valid]), row[valid], col[valid])
+            out[valid.numpy()] = linear(feats).argmax(1).numpy()
+        return out
+
+    return labels
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,9 @@ def test_export_writes_verified_static_bundle(exported_bundle):
     assert exported_bundle.name == MODEL and exported_bundle.parent.name == "bundle"
     par = meta["metrics"]["parity_fp32"]
     assert par["max_rel_err"] <= 1e-4 and par["samples"] == 2 and par["argmax_agreement"] > 0.999
+    # ... an agreement measured on varied predictions: the fixture's segmenter is fitted to
+    # labels (a constant argmax would agree trivially; see test_fp32_mIoU_... for its classes).
+    assert meta["metrics"]["miou_heldout"]["fp32"] > 10.0
     model = onnx.load(str(bundle.model_path("fp32")))
     assert model.opset_import[0].version == 17
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
@@ -37,31 +40,37 @@ def test_export_writes_verified_static_bundle(exported_bundle):
     assert "Parity" in (exported_bundle / "report.md").read_text()
 
 
-def test_fp32_mIoU_through_onnxruntime_equals_torch_segmenter(exported_bundle, tiny_run):
-    """Oracle: the pipeline's per-point path (Linear on gathered backbone features) in torch."""
-    import torch
+def test_fp32_mIoU_through_onnxruntime_equals_torch_segmenter(exported_bundle, tiny_run, torch_point_labels):
+    """Every held-out point's label through the bundle (numpy pre-processing, ORT, gather) equals torch's.
 
-    from deploy.model import load_segmenter
+    Oracle: the pipeline's per-point path in torch (``torch_point_labels``: Linear on gathered
+    backbone features). The fixture's segmenter predicts several classes with an mIoU well
+    above 0, so a wrong gather (rows flipped, columns shifted) or a wrong graph changes the
+    labels and the recorded mIoU.
+    """
+    from deploy.preprocess import point_labels, range_image_input, sensor_from_dict
     from deploy.sidecar import load_labeled_scan, read_sidecar
-    from modalities.lidar.range_net import build_range_input, gather_point_features
-    from modalities.lidar.sensors import load_sensor
     from modalities.segmentation_metrics import confusion_matrix, mean_iou
 
-    side_path = tiny_run / "evaluate" / "models" / f"{MODEL}.json"
-    side = read_sidecar(side_path)
-    seg = load_segmenter(side_path, side)
-    linear = torch.nn.Linear(seg.student.feature_dim, 16)
-    linear.weight.data = seg.classifier.weight.data[:, :, 0, 0]
-    linear.bias.data = seg.classifier.bias.data
+    bundle = load_bundle(exported_bundle)
+    pre = bundle.metadata["preprocessing"]
+    engine = OrtEngine(bundle.model_path("fp32"))
+    side = read_sidecar(tiny_run / "evaluate" / "models" / f"{MODEL}.json")
     conf = np.zeros((16, 16), np.int64)
+    predicted = set()
     for ref in side["heldout_scans"]:
-        scan = load_labeled_scan(ref, 255.0)
-        img, row, col, valid = build_range_input(scan.points, load_sensor("vlp16"))
-        with torch.no_grad():
-            feats = gather_point_features(seg.student.backbone(img[None]), torch.zeros_like(row[valid]), row[valid], col[valid])
-            pred = linear(feats).argmax(1).numpy()
-        conf += confusion_matrix(pred, scan.labels[valid.numpy()], 16)
-    assert load_bundle(exported_bundle).metadata["metrics"]["miou_heldout"]["fp32"] == pytest.approx(mean_iou(conf), abs=1e-9)
+        scan = load_labeled_scan(ref, pre["intensity_scale"])
+        inp = range_image_input(scan.points, sensor_from_dict(pre["sensor"]), pre["channels"], pre["means"],
+                                pre["stds"], pre["width_multiple"], pre["height_multiple"])
+        got = point_labels(engine.run(inp.image[None])[0], inp.rows, inp.cols, inp.valid)
+        want = torch_point_labels(ref)
+        np.testing.assert_array_equal(got, want)
+        valid = want != 255
+        conf += confusion_matrix(want[valid], scan.labels[valid], 16)
+        predicted |= set(np.unique(want[valid]).tolist())
+    # Varied predictions (observed: 9 classes, mIoU ~19), or the comparisons below prove nothing.
+    assert len(predicted) >= 5 and mean_iou(conf) > 10.0, (sorted(predicted), mean_iou(conf))
+    assert bundle.metadata["metrics"]["miou_heldout"]["fp32"] == pytest.approx(mean_iou(conf), abs=1e-9)
 
 
 def test_tampered_model_is_a_clear_error_naming_the_file(bundle_copy):

@@ -10,6 +10,14 @@ from onnx import TensorProto
 from deploy.bundle import load_bundle
 from deploy.runtime import OrtEngine
 
+# Bounds of INT8 against fp32 on the fixture's held-out scans (observed: max_rel_err ~0.42,
+# from activations of held-out scans beyond the one calibration scan's MinMax range; point
+# labels agreeing ~0.62; mIoU drop ~1.4). A wrong calibration range breaks one of them
+# (3x too wide: agreement ~0.32, drop ~9.6; 3x too narrow: max_rel_err ~0.88).
+INT8_MAX_REL_ERR = 0.6
+INT8_MIN_LABEL_AGREEMENT = 0.45
+INT8_MAX_DROP = 5.0
+
 
 def test_int8_model_is_explicit_qdq_and_its_miou_is_recorded(exported_bundle):
     bundle = load_bundle(exported_bundle)
@@ -24,8 +32,44 @@ def test_int8_model_is_explicit_qdq_and_its_miou_is_recorded(exported_bundle):
     int8 = meta["precisions"]["int8"]
     assert np.isfinite(int8["miou"]) and meta["metrics"]["miou_heldout"]["int8"] == int8["miou"]
     assert meta["metrics"]["int8_drop"] == pytest.approx(meta["precisions"]["fp32"]["miou"] - int8["miou"])
+    # A drop between two real mIoUs (the fixture's segmenter is fitted: fp32 ~19), not 0 - 0;
+    # observed ~1.4 points with one calibration scan.
+    assert meta["precisions"]["fp32"]["miou"] > 10.0 and abs(meta["metrics"]["int8_drop"]) <= INT8_MAX_DROP
     assert int8["calibration_scans"] == 1 and int8["unsupported_nodes"] == []
     assert "INT8: explicit QDQ" in (exported_bundle / "report.md").read_text()
+
+
+def test_int8_error_vs_fp32_is_measured_on_heldout_scans_and_bounded(exported_bundle, tiny_run):
+    """The recorded ``max_rel_err_vs_fp32`` of INT8 is what the two models give on the held-out scans, and it is bounded.
+
+    Recomputed here (max over scans of max|int8 - fp32| / max|fp32| on the bundle's own
+    pre-processing of each held-out scan), plus the fraction of held-out points whose INT8
+    label is the fp32 label. The fp32 labels are varied (several classes), so the agreement
+    is not that of a constant argmax.
+    """
+    from deploy.preprocess import point_labels, range_image_input, sensor_from_dict
+    from deploy.sidecar import load_labeled_scan, read_sidecar
+
+    bundle = load_bundle(exported_bundle)
+    pre = bundle.metadata["preprocessing"]
+    side = read_sidecar(tiny_run / "evaluate" / "models" / "slidr_range_50pct.json")
+    fp32, int8 = OrtEngine(bundle.model_path("fp32")), OrtEngine(bundle.model_path("int8"))
+    rel_errs, same, points, classes = [], 0, 0, set()
+    for ref in side["heldout_scans"]:
+        scan = load_labeled_scan(ref, pre["intensity_scale"])
+        inp = range_image_input(scan.points, sensor_from_dict(pre["sensor"]), pre["channels"], pre["means"],
+                                pre["stds"], pre["width_multiple"], pre["height_multiple"])
+        a, q = fp32.run(inp.image[None]), int8.run(inp.image[None])
+        rel_errs.append(float(np.abs(q.astype(np.float64) - a).max() / np.abs(a.astype(np.float64)).max()))
+        la, lq = (point_labels(x[0], inp.rows, inp.cols, inp.valid)[inp.valid] for x in (a, q))
+        same += int((la == lq).sum())
+        points += len(la)
+        classes |= set(np.unique(la).tolist())
+    recorded = bundle.metadata["precisions"]["int8"]["max_rel_err_vs_fp32"]
+    assert recorded == pytest.approx(max(rel_errs), rel=1e-6)
+    assert 0 < recorded < INT8_MAX_REL_ERR
+    assert len(classes) >= 5
+    assert same / points >= INT8_MIN_LABEL_AGREEMENT, same / points
 
 
 def test_fp16_model_has_fp16_weights_fp32_io_and_matches_fp32(exported_bundle):

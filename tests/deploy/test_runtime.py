@@ -17,16 +17,24 @@ from deploy.runtime import OrtEngine, Segmenter
 MODEL = "slidr_range_50pct"
 
 
-def test_infer_cli_writes_uint8_labels_per_point(bundle_copy, tiny_run, tmp_path, capsys):
+def test_infer_cli_writes_uint8_labels_per_point(bundle_copy, tiny_run, tmp_path, capsys, torch_point_labels):
+    """Raw scan file -> CLI -> labels file: each point's label is the torch segmenter's (255 without a pixel).
+
+    The oracle (``torch_point_labels``) reads the scan, pre-processes and gathers with the
+    training code in torch; the fixture's segmenter predicts several classes, so a label
+    file with the wrong order, scaling or gather differs from it.
+    """
     side = json.loads((tiny_run / "evaluate" / "models" / f"{MODEL}.json").read_text())
     scans = [Path(r["lidar"]) for r in side["heldout_scans"]]
     assert main(["infer", str(bundle_copy), *map(str, scans), "--out", str(tmp_path / "labels")]) == 0
-    for scan in scans:
+    for ref, scan in zip(side["heldout_scans"], scans):
         out = tmp_path / "labels" / scan.name.replace(".pcd.bin", ".labels.npy")
         labels = np.load(out)
         n = scan.stat().st_size // 20  # 5 float32 per point
         assert labels.dtype == np.uint8 and labels.shape == (n,)
         assert np.all((labels < 16) | (labels == 255))
+        np.testing.assert_array_equal(labels, torch_point_labels(ref))
+        assert len(np.unique(labels[labels != 255])) >= 5  # varied predictions, not one class everywhere
     assert str(tmp_path / "labels") in capsys.readouterr().out
 
 

@@ -105,10 +105,15 @@ def test_unknown_token_names_the_table(tiny_set):
 
 
 def test_works_without_lidarseg(copy_of):
+    """Without lidarseg.json every sample of sample.json is still listed with its points and cameras; only labels are missing."""
     (copy_of / CFG.version / "lidarseg.json").unlink()
     tables = NuScenesTables(copy_of, CFG.version)
-    s = next(iter(tables.samples()))
-    assert s.lidarseg_path is None
-    with pytest.raises(FileNotFoundError, match="lidarseg"):
-        tables.load_lidarseg(s)
-    json.loads((copy_of / CFG.version / "sample.json").read_text())
+    samples = list(tables.samples())
+    listed = json.loads((copy_of / CFG.version / "sample.json").read_text())
+    assert sorted(s.token for s in samples) == sorted(r["token"] for r in listed)
+    assert len(samples) == CFG.scenes * CFG.samples_per_scene
+    for s in samples:
+        assert s.lidarseg_path is None
+        assert tables.load_points(s).shape[1] == 5 and len(tables.cameras(s)) == 6
+        with pytest.raises(FileNotFoundError, match="lidarseg"):
+            tables.load_lidarseg(s)

@@ -134,7 +134,27 @@ def test_resnet_without_weights_or_unknown_name_raises():
 
 
 def test_timm_backbone_from_local_file(tmp_path):
-    timm = pytest.importorskip("timm")
-    path = tmp_path / "resnet18_timm.pth"
-    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
-    _check_output(build_teacher("timm:resnet18", weights_path=path))
+    """``timm:<model>`` reads every backbone tensor from a local file (nothing downloaded) and timm's normalisation.
+
+    timm is a dev dependency: no importorskip, a missing timm fails here rather than
+    skipping the only test of the documented ``timm:`` teachers. tf_efficientnet_lite0's
+    pretrained_cfg normalises with mean = std = 0.5, unlike the ImageNet fallback.
+    """
+    import timm
+
+    torch.manual_seed(0)
+    state = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    g = torch.Generator().manual_seed(1)
+    for v in state.values():  # weights no fresh initialisation can produce, BatchNorm statistics included
+        if v.is_floating_point():
+            v.add_(0.1 * torch.randn(v.shape, generator=g))
+    path = tmp_path / "lite0_timm.pth"
+    torch.save(state, path)
+    teacher = build_teacher("timm:tf_efficientnet_lite0", weights_path=path, out_dim=16)
+    loaded = teacher.backbone.state_dict()
+    assert len(loaded) > 100 and all(k.startswith("net.") for k in loaded)
+    for key, value in loaded.items():
+        torch.testing.assert_close(value, state[key[len("net."):]], rtol=0, atol=0, msg=lambda m, k=key: f"{k}: {m}")
+    assert teacher.mean.flatten().tolist() == [0.5] * 3 and teacher.std.flatten().tolist() == [0.5] * 3
+    assert [h.in_channels for h in teacher.head.projections] == [24, 40, 112, 320]  # strides 4, 8, 16, 32
+    _check_output(teacher)

@@ -117,12 +117,33 @@ def test_open3d_without_intensity_gives_zeros(tmp_path, scan):
     assert np.allclose(cloud.points_xyz, xyz) and not cloud.intensity.any()
 
 
-def test_reader_does_not_modify_or_alias_file_buffer(tmp_path, scan):
-    xyz, intensity, _ = scan
-    path = tmp_path / "a.bin"
-    write_kitti_bin(path, xyz, intensity)
-    cloud = read_kitti_bin(path)
+@pytest.mark.parametrize("fmt", ["kitti", "nuscenes"])
+def test_reader_does_not_modify_or_alias_file_buffer(tmp_path, scan, fmt):
+    """Writing into the returned arrays changes neither the file, nor the other arrays, nor a later read."""
+    xyz, intensity, ring = scan
+    if fmt == "kitti":
+        path, read = tmp_path / "a.bin", read_kitti_bin
+        write_kitti_bin(path, xyz, intensity)
+    else:
+        path, read = tmp_path / "a.pcd.bin", read_nuscenes_pcd_bin
+        write_nuscenes_pcd_bin(path, xyz, intensity, ring)
+    on_disk = path.read_bytes()
+    cloud = read(path)
     assert cloud.points_xyz.flags.c_contiguous and cloud.intensity.flags.c_contiguous
+    arrays = {"points_xyz": cloud.points_xyz, "intensity": cloud.intensity}
+    if fmt == "nuscenes":
+        arrays["ring"] = cloud.ring
+    before = {name: a.copy() for name, a in arrays.items()}
+    for name, a in arrays.items():
+        assert a.flags.writeable, name
+        a[...] = -7  # every element of this one array
+        for other, b in arrays.items():
+            if other != name:
+                np.testing.assert_array_equal(b, before[other], err_msg=f"writing {name} changed {other}")
+        assert path.read_bytes() == on_disk, f"writing {name} changed the file"
+        again = read(path)
+        np.testing.assert_array_equal(getattr(again, name), before[name], err_msg=f"a new read sees the write to {name}")
+        a[...] = before[name]
 
 
 # --------------------------------------------------------------------------- bad input

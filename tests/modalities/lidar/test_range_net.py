@@ -39,43 +39,111 @@ def synthetic_scan(sensor: LidarSensor, fill: float = 0.7, seed: int = 0) -> np.
     return np.concatenate([xyz, rng.random((len(xyz), 1), dtype=np.float32)], axis=1)
 
 
+def scan_with_collisions(sensor: LidarSensor, fill: float = 0.5, seed: int = 0):
+    """:func:`synthetic_scan` plus points that share a pixel and points without one; the expected result by construction.
+
+    The scan has one point per hit pixel, at the pixel's beam elevation and column centre
+    (``unproject_range_image``: row-major pixel order), so each point's pixel is known. Then,
+    on the rays of 30 of them: 10 farther copies (the original keeps the pixel), 10 closer
+    copies (the copy wins), 10 copies at the same range with another intensity (a tie: the
+    lower index, the original, wins); and 3 points without a pixel: closer than the
+    sensor's minimum range, beyond its maximum, 10 deg above its top beam.
+
+    Returns:
+        points (N, 4); rows, cols (N,) expected pixel of each point (-1 without one);
+        winners: {(row, col): index of the point whose values the pixel must hold}.
+    """
+    rng = np.random.default_rng(seed)
+    r = rng.uniform(2.0, 40.0, (sensor.beams, sensor.columns)).astype(np.float32)
+    r[rng.random(r.shape) > fill] = -1.0
+    pix_rows, pix_cols = np.nonzero(r > 0)
+    xyz = unproject_range_image(r, sensor)
+    base = np.concatenate([xyz, rng.random((len(xyz), 1), dtype=np.float32)], axis=1)
+    n = len(base)
+    pick = rng.choice(n, 30, replace=False)
+    ranges = np.linalg.norm(base[pick, :3].astype(np.float64), axis=1, keepdims=True)
+    unit = base[pick, :3] / ranges
+    copies = np.concatenate([unit[:10] * (ranges[:10] + 3.0), unit[10:20] * (ranges[10:20] - 1.0), base[pick[20:], :3]])
+    copies = np.concatenate([copies, rng.random((30, 1))], axis=1).astype(np.float32)
+    copies[20:, 3] = (base[pick[20:], 3] + 0.5) % 1.0  # tie on range: only the intensity tells who won
+    top = np.radians(sensor.elevations_deg()[-1] + 10.0)
+    away = unit[0] * np.array([[0.5 * sensor.min_range_m], [sensor.max_range_m + 5.0]])
+    no_pixel = np.array([[*away[0], 0.3], [*away[1], 0.3], [10 * np.cos(top), 0.0, 10 * np.sin(top), 0.3]], np.float32)
+    points = np.concatenate([base, copies, no_pixel])
+    rows = np.concatenate([pix_rows, pix_rows[pick], [-1, -1, -1]])
+    cols = np.concatenate([pix_cols, pix_cols[pick], [-1, -1, -1]])
+    winners = {(int(pr), int(pc)): i for i, (pr, pc) in enumerate(zip(pix_rows, pix_cols))}
+    for k in range(10, 20):  # the closer copies
+        winners[int(pix_rows[pick[k]]), int(pix_cols[pick[k]])] = n + k
+    return points, rows, cols, winners
+
+
+def _check_pixels_hold_winners(image, points, winners, stats=DEFAULT_CHANNEL_STATS, channels=RANGE_CHANNELS):
+    """Every hit pixel holds the normalised channels of its expected winner; every other pixel is 0."""
+    (rr, cc), w = np.array(list(winners)).T, np.array(list(winners.values()))
+    values = {"range": np.linalg.norm(points[w, :3].astype(np.float64), axis=1), "x": points[w, 0], "y": points[w, 1],
+              "z": points[w, 2], "intensity": points[w, 3], "mask": np.ones(len(w))}
+    for k, name in enumerate(channels):
+        mean, std = stats[name]
+        np.testing.assert_allclose(image[k].numpy()[rr, cc], (values[name] - mean) / std, rtol=1e-5, atol=1e-5,
+                                   err_msg=name)
+    assert np.count_nonzero(image.numpy().any(axis=0)) == len(winners)
+
+
 @pytest.mark.parametrize(("preset", "H", "W_padded"), [
     (HDL32_1024, 32, 1024), ("hdl32e", 32, 1088), ("hdl64e", 64, 2048), ("vlp16", 16, 1808),
 ])
 def test_shapes_for_several_sensors(preset, H, W_padded):
+    """Shapes, and which point each pixel holds: points sharing a pixel and points without one included."""
     sensor = load_sensor(preset) if isinstance(preset, str) else preset
     net = RangeNet(**SMALL_NET).eval()
-    points = synthetic_scan(sensor, fill=0.5)
+    points, exp_rows, exp_cols, winners = scan_with_collisions(sensor, fill=0.5)
     image, rows, cols, valid = build_range_input(points, sensor, width_multiple=net.input_multiple[1],
                                                  height_multiple=net.input_multiple[0])
     assert image.shape == (6, H, W_padded) and image.dtype == torch.float32
     assert rows.shape == cols.shape == valid.shape == (len(points),)
-    assert valid.all()  # points on beam rays inside the range
+    np.testing.assert_array_equal(valid.numpy(), exp_rows >= 0)  # all but the 3 without a pixel
+    np.testing.assert_array_equal(rows.numpy(), exp_rows)
+    np.testing.assert_array_equal(cols.numpy(), exp_cols)
+    _check_pixels_hold_winners(image, points, winners)  # the closest point wins; ties: the lower index
     with torch.no_grad():
         out = net(image[None])
     assert out.shape == (1, 64, H, W_padded)
     torch.testing.assert_close(out.norm(dim=1), torch.ones(1, H, W_padded), rtol=0, atol=1e-5)
-    feats = gather_point_features(out, torch.zeros_like(rows), rows, cols)
-    assert feats.shape == (len(points), 64)
+    feats = gather_point_features(out, torch.zeros_like(rows[valid]), rows[valid], cols[valid])
+    assert feats.shape == (int(valid.sum()), 64)
+    # Points sharing a pixel read the same features (the 30 copies come after the n scan points).
+    n = len(points) - 33
+    scan_point_at = {(exp_rows[i], exp_cols[i]): i for i in range(n)}
+    originals = [scan_point_at[exp_rows[j], exp_cols[j]] for j in range(n, n + 30)]
+    torch.testing.assert_close(feats[n:n + 30], feats[originals], rtol=0, atol=0)
 
 
 def test_build_range_input_matches_projection_and_normalises():
+    """The input is the projection's; each pixel holds its expected winner's channels (collisions and pixel-less points included)."""
     sensor = load_sensor("hdl32e")
-    points = synthetic_scan(sensor, fill=0.3, seed=1)
+    points, exp_rows, exp_cols, winners = scan_with_collisions(sensor, fill=0.3, seed=1)
     image, rows, cols, valid = build_range_input(points, sensor, width_multiple=16)
     proj = project_to_range_image(points[:, :3], sensor)
     np.testing.assert_array_equal(rows.numpy(), proj.row)
     np.testing.assert_array_equal(cols.numpy(), proj.col)
+    np.testing.assert_array_equal(rows.numpy(), exp_rows)
+    np.testing.assert_array_equal(cols.numpy(), exp_cols)
+    np.testing.assert_array_equal(valid.numpy(), exp_rows >= 0)
     hit = proj.index_image >= 0
     mask = image[RANGE_CHANNELS.index("mask")].numpy()
     np.testing.assert_array_equal(mask[:, : sensor.columns], hit.astype(np.float32))
     assert not image[:, :, sensor.columns:].any()  # padded columns are empty
-    # The pixel of a point that won it holds that point's normalised channels.
+    # The pixel of each point holds the normalised channels of the pixel's winner (itself,
+    # unless a closer point, or an equally close one of lower index, shares the pixel).
+    for (r, c), w in winners.items():
+        assert proj.index_image[r, c] == w
+    _check_pixels_hold_winners(image, points, winners)
     for i in np.flatnonzero(valid.numpy())[:50]:
-        r, c = rows[i], cols[i]
-        assert proj.index_image[r, c] == i
-        rng_m = np.linalg.norm(points[i, :3])
-        for name, value in (("range", rng_m), ("x", points[i, 0]), ("z", points[i, 2]), ("intensity", points[i, 3])):
+        r, c = int(rows[i]), int(cols[i])
+        w = winners[r, c]
+        rng_m = np.linalg.norm(points[w, :3])
+        for name, value in (("range", rng_m), ("x", points[w, 0]), ("z", points[w, 2]), ("intensity", points[w, 3])):
             mean, std = DEFAULT_CHANNEL_STATS[name]
             assert image[RANGE_CHANNELS.index(name), r, c].item() == pytest.approx((value - mean) / std, rel=1e-4, abs=1e-5)
     # Custom channel list and constants.
@@ -144,6 +212,8 @@ def test_onnx_export_uses_only_tensorrt_friendly_ops_and_matches_torch():
 
 
 def test_default_size():
+    # A regression pin only: the count was printed by this implementation (no independent
+    # oracle), so it catches an unintended change of the default architecture, not a wrong one.
     # Regenerate: .venv/bin/python -c "from modalities.lidar.range_net import RangeNet;
     #   print(sum(p.numel() for p in RangeNet().parameters()))"
     net = RangeNet()

@@ -16,6 +16,11 @@ SMALL = dict(planes=(8, 8, 16, 16, 16, 16, 8, 8), layers=(1, 1, 1, 1, 1, 1, 1, 1
 #   print(sum(p.numel() for p in SparseUNet().parameters()))"
 # Same weights as MinkowskiEngine's MinkUNet34C with a k=3 stem (27*Cin*Cout per 3x3x3 conv, k=2
 # down/up convs, 1x1 shortcuts and head as Linear); a k=5 stem adds 98*32 = 3136.
+# Not only a regression pin: the number also follows by hand from MinkUNet34C's layer list
+# (an independent oracle): PLANES (32, 64, 128, 256, 256, 128, 96, 96), LAYERS (2, 3, 4, 6, 2,
+# 2, 2, 2), INIT_DIM 32, 1 input channel; conv = k^3 * Cin * Cout (no bias), BN = 2 * C,
+# BasicBlock = 2 x (3x3x3 conv + BN) plus (1x1 + BN) when Cin != Cout; decoder block inputs
+# 256+128, 128+64, 96+32, 96+32; head 96 * 64 + 64. That sum is 37,849,184.
 MINKUNET34C_PARAMS = 37_849_184
 
 

@@ -37,32 +37,51 @@ def test_split_holds_out_whole_scenes(slidr_set):
         split_by_scene(scans, 2)
 
 
-def test_item_pairs_follow_the_crop(slidr_set):
-    """A pair's pixel in the crop carries the superpixel of its pixel in the full image."""
+def test_item_pairs_follow_the_crop(slidr_set, monkeypatch):
+    """On every item, a pair's pixel in the crop carries the superpixel of its pixel in the full image.
+
+    Cuboid dropping stays on: the keep mask of each item is recorded, and item point i is
+    original point ``flatnonzero(keep)[i]``, so the re-indexing of the pairs is checked too.
+    """
+    import pipelines.slidr.data as data
+
+    keeps, real_drop_cuboid_mask = [], data.drop_cuboid_mask
+
+    def recording_drop_cuboid_mask(*args, **kwargs):
+        keeps.append(real_drop_cuboid_mask(*args, **kwargs))
+        return keeps[-1]
+
+    monkeypatch.setattr(data, "drop_cuboid_mask", recording_drop_cuboid_mask)
     root, sp_dir = slidr_set
     scans = list_scans(root, VERSION, sp_dir)
     ds = SlidrDataset(scans, AUG, BUDGET, seed=0)
-    item = ds[0]
-    scan = scans[0]
-    pts = np.fromfile(scan.lidar_path, dtype=np.float32).reshape(-1, 5)
-    assert item.images.shape == (6, 96, 176, 3) and item.superpixels.shape == (6, 96, 176)
-    assert 0 < len(item.pair_point) and item.pair_point.max() < len(item.points_xyz)
-    # Same points up to the dropped cuboid; rotation keeps ranges in the x-y plane.
-    assert len(item.points_xyz) <= len(pts)
-    # Superpixel at the crop pixel == superpixel at the original pixel, for most pairs
-    # (nearest resizing can move a boundary by one pixel).
-    full_pp, full_pc, full_rc = scan_pairs(pts[:, :3], scan.cameras)
-    agree = []
-    for c in range(6):
-        sp_full = load_superpixels(scan.superpixel_paths[c], BUDGET)
-        sel = item.pair_camera == c
-        crop_ids = item.superpixels[c][item.pair_rc[sel, 0], item.pair_rc[sel, 1]]
-        if len(item.points_xyz) == len(pts):  # no cuboid dropped: point indices are the originals
+    for index, scan in enumerate(scans):
+        item = ds[index]
+        keep = keeps[index]
+        original = np.flatnonzero(keep)  # item point -> original point
+        pts = np.fromfile(scan.lidar_path, dtype=np.float32).reshape(-1, 5)
+        assert item.images.shape == (6, 96, 176, 3) and item.superpixels.shape == (6, 96, 176)
+        assert 0 < len(item.pair_point) and item.pair_point.max() < len(item.points_xyz)
+        # The kept points, rotated about z and flipped: z as it was, ranges in the x-y plane kept.
+        assert len(item.points_xyz) == len(original)
+        np.testing.assert_array_equal(item.points_xyz[:, 2], pts[original, 2])
+        np.testing.assert_allclose(np.linalg.norm(item.points_xyz[:, :2], axis=1),
+                                   np.linalg.norm(pts[original, :2], axis=1), rtol=1e-5, atol=1e-5)
+        # Superpixel at the crop pixel == superpixel at the original pixel, for most pairs of
+        # every camera (nearest resizing can move a boundary by one pixel).
+        full_pp, full_pc, full_rc = scan_pairs(pts[:, :3], scan.cameras)
+        for c in range(6):
+            sp_full = load_superpixels(scan.superpixel_paths[c], BUDGET)
+            sel = item.pair_camera == c
+            assert sel.sum() > 0, (index, c)
+            crop_ids = item.superpixels[c][item.pair_rc[sel, 0], item.pair_rc[sel, 1]]
             lookup = {p: tuple(rc) for p, cc, rc in zip(full_pp, full_pc, full_rc) if cc == c}
-            orig = np.array([sp_full[lookup[p]] for p in item.pair_point[sel]])
-            agree.append(np.mean(crop_ids == orig))
-    if agree:
-        assert np.mean(agree) > 0.9
+            points = original[item.pair_point[sel]]
+            unpaired = [p for p in points if p not in lookup]
+            assert not unpaired, f"item {index} camera {c}: points not paired with it in the full image: {unpaired[:5]}"
+            orig_ids = np.array([sp_full[lookup[p]] for p in points])
+            assert np.mean(crop_ids == orig_ids) > 0.9, (index, c, np.mean(crop_ids == orig_ids))
+    assert len(keeps) == len(scans) and any(not k.all() for k in keeps)  # cuboids were dropped
 
 
 def test_same_seed_same_item_and_epoch_changes_it(slidr_set):
