@@ -15,7 +15,7 @@ from .config import PipelineConfig
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
+    if isinstance(value, dict):
         return json.dumps(value, default=str)
     return str(value)
 
@@ -45,9 +45,11 @@ def write_run_report(run_dir: Path, cfg: PipelineConfig, stages: dict[str, dict]
         lines.append(f"| {name} | {s['status']} | {s['wall_time_s']:.1f} | {s['outputs']} |")
     for name, s in stages.items():
         lines += ["", f"## {name}", ""]
-        if s["metrics"]:
+        # Lists of records (e.g. the evaluate stage's comparisons) are in the stage's own table below.
+        scalars = {k: v for k, v in s["metrics"].items() if not isinstance(v, list)}
+        if scalars:
             lines += ["| metric | value |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(v)} |" for k, v in s["metrics"].items()]
+            lines += [f"| {k} | {_fmt(v)} |" for k, v in scalars.items()]
         if s.get("report_md"):
             lines += ["", s["report_md"].strip()]
     atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")

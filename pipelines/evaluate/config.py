@@ -25,7 +25,14 @@ class EvaluateConfig(StageConfig):
     probe_steps: int = Field(default=300, ge=1)
     probe_lr: float = Field(default=1e-2, gt=0)  # Adam, on z-scored frozen features
     finetune_steps: int = Field(default=200, ge=1)  # optimizer steps (few labels: epochs are tiny)
-    finetune_lr: float = Field(default=1e-3, gt=0)  # AdamW; our choice for few-label CPU runs
+    finetune_lr: float = Field(default=1e-3, gt=0)  # AdamW, the head's rate; our choice for few-label CPU runs
+    # The backbone's rate is finetune_lr x this (SLidR's reference fine-tunes it 100x lower than the head).
+    backbone_lr_scale: float = Field(default=0.01, gt=0, le=1)
+    warmup_fraction: float = Field(default=0.1, ge=0, lt=1)  # linear warm-up, then cosine decay
+    # Paired runs per label fraction: each draws its own labelled subset and seed, shared by both
+    # inits; the gain's 95% interval needs at least 2 (more: a narrower interval, more minutes).
+    repeats: int = Field(default=5, ge=1)
+    finetune_repeats: int = Field(default=3, ge=1)  # the same, for the costly fine-tune
     lovasz_weight: float = Field(default=1.0, ge=0)  # cross-entropy + this x Lovasz-softmax
     batch_scans: int = Field(default=2, ge=1)
     max_test_scans: int | None = Field(default=None, ge=1)  # cap for quick runs

@@ -1,12 +1,16 @@
-"""Few-label evaluation of a lidar student: linear probe and fine-tuning, point-wise mIoU.
+"""Few-label evaluation task "per-point segmentation" of a lidar student, point-wise mIoU.
 
 Protocols (SLidR, Sautier et al. CVPR 2022, section 4; reference valeoai/SLidR ``downstream/``):
 
-- linear probe: the backbone is frozen in eval mode (BatchNorm uses its running
-  statistics); per-point pre-head features are computed once, z-scored with the labeled
-  set's statistics and a linear classifier is trained with cross-entropy.
-- fine-tuning: the backbone plus a new linear classifier are trained end to end with
-  cross-entropy + Lovasz-softmax on the labeled scans (random z-rotation and x/y flips).
+- linear probe: the backbone is frozen in eval mode, its BatchNorm statistics first
+  recalibrated on the training scans (no labels needed; done for both inits, otherwise a
+  random init is probed with untrained statistics); per-point pre-head features are
+  z-scored with the labeled set's statistics and a linear classifier is trained with
+  cross-entropy (:func:`pipelines.evaluate.protocols.fit_linear_probe`).
+- fine-tuning: the backbone plus a linear classifier, started from the linear probe's
+  (LP-FT), are trained end to end with cross-entropy + Lovasz-softmax on the labeled scans
+  (random z-rotation and x/y flips), the backbone at a lower rate than the head (the
+  reference uses 100x lower), with a linear warm-up then cosine decay.
 
 Both report the confusion matrix on held-out scans; every comparison runs the same
 protocol on the same network from random initialisation.
@@ -29,8 +33,9 @@ from modalities.segmentation_metrics import confusion_matrix
 
 from ..slidr.augment import rotate_flip_z
 from ..slidr.data import INTENSITY_SCALE, ScanRef
-from ..student_inputs import make_student_input, point_features
+from ..student_inputs import PointFeatureNet, make_student_input, point_features
 from .lovasz import lovasz_softmax
+from .protocols import warmup_cosine
 
 
 @dataclass
@@ -73,49 +78,24 @@ def _batches(scans: list[LabeledScan], size: int):
 
 
 @torch.no_grad()
-def extract_features(student: nn.Module, scans: list[LabeledScan], spec: StudentSpec, batch_scans: int = 2):
-    """(features (P, F), labels (P,)) over all points of ``scans`` that the student sees."""
+def extract_features(student: nn.Module, scans: list[LabeledScan], spec: StudentSpec,
+                     batch_scans: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per scan, (features (P_s, F), labels (P_s,)) of the points the student sees (eval mode)."""
     student.eval()
-    feats, labels = [], []
+    out = []
     for group in _batches(scans, batch_scans):
         inp = make_student_input(spec.kind, [s.xyz for s in group], [s.intensity for s in group],
                                  spec.voxel_size, spec.sensor)
         f = point_features(student, inp, backbone_only=True)
         y = torch.from_numpy(np.concatenate([s.labels for s in group]))
-        feats.append(f[inp.point_valid])
-        labels.append(y[inp.point_valid])
-    return torch.cat(feats), torch.cat(labels)
+        for b in range(len(group)):
+            keep = inp.point_valid & (inp.point_batch == b)
+            out.append((f[keep], y[keep]))
+    return out
 
 
-def linear_probe(
-    train: tuple[torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor],
-    num_classes: int,
-    steps: int,
-    lr: float,
-    seed: int,
-    points_per_step: int = 16384,
-) -> np.ndarray:
-    """Train a linear classifier on frozen features; the confusion matrix on ``test``."""
-    x, y = train
-    keep = y != IGNORE
-    x, y = x[keep], y[keep]
-    if len(y) == 0:
-        raise ValueError("linear probe: the labeled scans have no labeled point")
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    g = torch.Generator().manual_seed(seed)
-    clf = nn.Linear(x.shape[1], num_classes)
-    opt = torch.optim.Adam(clf.parameters(), lr=lr)
-    xn = (x - mean) / std
-    for _ in range(steps):
-        idx = torch.randint(len(y), (min(points_per_step, len(y)),), generator=g)
-        loss = F.cross_entropy(clf(xn[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        pred = clf((test[0] - mean) / std).argmax(1)
-    return confusion_matrix(pred.numpy(), test[1].numpy(), num_classes)
+def concat_features(per_scan: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.cat([f for f, _ in per_scan]), torch.cat([y for _, y in per_scan])
 
 
 class Segmenter(nn.Module):
@@ -146,6 +126,13 @@ def recalibrate_batchnorm(model: nn.Module, scans: list[LabeledScan], spec: Stud
     for group in _batches(scans, batch_scans):
         model(make_student_input(spec.kind, [s.xyz for s in group], [s.intensity for s in group],
                                  spec.voxel_size, spec.sensor))
+    model.eval()
+
+
+def recalibrate_student_batchnorm(student: nn.Module, scans: list[LabeledScan], spec: StudentSpec,
+                                  batch_scans: int) -> None:
+    """:func:`recalibrate_batchnorm` of a bare student (its backbone's point features)."""
+    recalibrate_batchnorm(PointFeatureNet(student), scans, spec, batch_scans)
 
 
 def match_init_weight_scale(model: nn.Module, reference: nn.Module) -> int:
@@ -187,19 +174,29 @@ def finetune(
     seed: int,
     lovasz_weight: float = 1.0,
     init_reference: nn.Module | None = None,
+    head: nn.Linear | None = None,
+    backbone_lr_scale: float = 1.0,
+    warmup_steps: int = 0,
 ) -> tuple[np.ndarray, list[float], Segmenter]:
     """Fine-tune a copy of ``student`` for ``steps`` steps.
 
     ``init_reference`` (a freshly initialised network of the same architecture) rescales the
-    conv weights first, see :func:`match_init_weight_scale`.
-    Returns (confusion on ``test_scans``, loss per step, the fine-tuned model in eval mode).
+    conv weights first, see :func:`match_init_weight_scale`. ``head`` (a linear probe on the
+    backbone's raw features) initialises the classifier (LP-FT); the backbone learns at
+    ``lr * backbone_lr_scale``; both rates warm up linearly over ``warmup_steps``, then decay
+    (cosine). Returns (confusion on ``test_scans``, loss per step, the fine-tuned model in eval mode).
     """
     torch.manual_seed(seed)
     model = Segmenter(copy.deepcopy(student), num_classes)
+    if head is not None:
+        model.classifier.load_state_dict(head.state_dict())
     if init_reference is not None:
         match_init_weight_scale(model.student, init_reference)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    opt = torch.optim.AdamW([
+        {"params": model.student.parameters(), "lr": lr * backbone_lr_scale},
+        {"params": model.classifier.parameters(), "lr": lr},
+    ], weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, steps, warmup_steps))
     rng = np.random.default_rng(seed)
     curve = []
     order: list[int] = []

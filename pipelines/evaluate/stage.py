@@ -2,8 +2,11 @@
 
 For each training stage named in ``students`` (read through its student record,
 ``student.json``), each label fraction and each protocol, the same network is evaluated
-twice: from the distilled weights and from random initialisation (same seed). Point-wise mIoU and per-class IoU on
-the held-out scenes go into ``results.json`` and the report.
+from the distilled weights and from random initialisation in paired runs (the same
+labelled subset and seed for both; ``repeats`` / ``finetune_repeats`` runs). Every
+comparison is a record with the mean gain and its 95% interval
+(:func:`pipelines.evaluate.protocols.paired_comparison`) in ``results.json``, in the
+stage's metrics (``report.json``) and in the report, with per-class IoU.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from ..runner import StageContext, StageResult
 from ..slidr.data import ScanRef, list_scans, split_by_scene
 from ..student_record import read_student_record
 from .config import EvaluateConfig, segmenter_name
-from .probe import StudentSpec, extract_features, finetune, linear_probe, load_labeled_scans
+from .probe import (StudentSpec, concat_features, extract_features, finetune, load_labeled_scans,
+                    recalibrate_student_batchnorm)
+from .protocols import fit_linear_probe, linear_probe, paired_comparison
 
 
 def save_segmenter(folder: Path, stage: str, record: dict, model, fraction: float, miou: float,
@@ -67,6 +72,24 @@ def labeled_subset(n: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:k])
 
 
+INITS = ("distilled", "random")
+
+
+def _prepared_student(record: dict, stage_dir: Path, init: str, seed: int, train_scans, test_scans, spec, batch: int):
+    """(student, per-scan train features, test features) with BatchNorm recalibrated on the training scans.
+
+    The recalibration uses no labels and runs for both inits: without it the random init is
+    probed with untrained running statistics, which measures nothing about its features.
+    """
+    torch.manual_seed(seed)
+    student = build_lidar_student(record["kind"], record["kwargs"])
+    if init == "distilled":
+        student.load_state_dict(load_file(str(stage_dir / record["weights"])))
+    recalibrate_student_batchnorm(student, train_scans, spec, batch)
+    return student, extract_features(student, train_scans, spec, batch), concat_features(
+        extract_features(student, test_scans, spec, batch))
+
+
 def run_evaluate(ctx: StageContext) -> StageResult:
     cfg: EvaluateConfig = ctx.config  # type: ignore[assignment]
     scans = list_scans(ctx.inputs["dataset"], ctx.dataset.version, None)
@@ -78,62 +101,79 @@ def run_evaluate(ctx: StageContext) -> StageResult:
     train_scans, test_scans = load_labeled_scans(train_refs), load_labeled_scans(test_refs)
     sensor = load_sensor(ctx.dataset.lidar_sensor)
     C = len(CLASS_NAMES)
-    rows = []
+    runs, comparisons = [], []
     for stage in cfg.students:
         record = read_student_record(ctx.inputs[stage])
         spec = StudentSpec.from_record(record, sensor)
-        for init in ("slidr", "random"):
-            torch.manual_seed(ctx.seed)
-            student = build_lidar_student(record["kind"], record["kwargs"])
-            if init == "slidr":
-                student.load_state_dict(load_file(str(ctx.inputs[stage] / record["weights"])))
-            test_feats = None
-            for fraction in cfg.label_fractions:
-                labeled_idx = labeled_subset(len(train_scans), fraction, ctx.seed)
-                labeled = [train_scans[i] for i in labeled_idx]
-                for protocol in cfg.protocols:
-                    if protocol == "finetune" and fraction not in cfg.finetune_fractions():
-                        continue
-                    ctx.log.info("%s %s init, %s, %.0f%% labels (%d scans)", record["kind"], init, protocol,
-                                 fraction * 100, len(labeled))
-                    if protocol == "linear_probe":
-                        if test_feats is None:
-                            test_feats = extract_features(student, test_scans, spec, cfg.batch_scans)
-                        train_feats = extract_features(student, labeled, spec, cfg.batch_scans)
-                        conf = linear_probe(train_feats, test_feats, C, cfg.probe_steps, cfg.probe_lr, ctx.seed)
-                    else:
-                        torch.manual_seed(ctx.seed)
-                        fresh = build_lidar_student(record["kind"], record["kwargs"])  # weight-scale reference
-                        conf, _, model = finetune(student, labeled, test_scans, spec, C, cfg.finetune_steps,
-                                                  cfg.finetune_lr, cfg.batch_scans, ctx.seed, cfg.lovasz_weight,
-                                                  init_reference=fresh)
-                        if init == "slidr":  # the deployable segmentation model (see deploy/)
-                            save_segmenter(ctx.stage_dir / "models", stage, record, model, fraction, mean_iou(conf),
-                                           sensor.to_dict(), [train_refs[i] for i in labeled_idx], test_refs)
-                    iou = iou_per_class(conf)
-                    rows.append({
-                        "student": record["kind"], "init": init, "protocol": protocol, "label_fraction": fraction,
-                        "labeled_scans": len(labeled), "test_scans": len(test_scans), "miou": mean_iou(conf),
-                        "iou": {n: (None if math.isnan(v) else round(float(v) * 100, 2)) for n, v in zip(CLASS_NAMES, iou)},
-                    })
-    atomic_write_json(ctx.stage_dir / "results.json", rows)
-    metrics, lines = {}, ["| student | protocol | labels | random init mIoU | SLidR mIoU | gain |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        if r["init"] != "slidr":
-            continue
-        base = next(b for b in rows if b["init"] == "random" and all(
-            b[k] == r[k] for k in ("student", "protocol", "label_fraction")))
-        key = f"{r['student']}/{r['protocol']}/{r['label_fraction']:g}"
-        metrics[f"{key}/random"] = round(base["miou"], 2)
-        metrics[f"{key}/slidr"] = round(r["miou"], 2)
-        lines.append(f"| {r['student']} | {r['protocol']} | {r['label_fraction']:.0%} ({r['labeled_scans']} scans) | "
-                     f"{base['miou']:.1f} | {r['miou']:.1f} | {r['miou'] - base['miou']:+.1f} |")
-    present = [n for n in CLASS_NAMES if any(r["iou"][n] is not None for r in rows)]
-    lines += ["", "Per-class IoU (%) on the held-out scenes:", "",
-              "| student | init | protocol | labels | " + " | ".join(present) + " |",
-              "|---" * (4 + len(present)) + "|"]
-    for r in rows:
-        lines.append(f"| {r['student']} | {r['init']} | {r['protocol']} | {r['label_fraction']:.0%} | "
-                     + " | ".join(f"{r['iou'][n]:.1f}" if r["iou"][n] is not None else "-" for n in present) + " |")
-    md = "Point-wise mIoU on held-out scenes, distilled (SLidR) vs random initialisation:\n\n" + "\n".join(lines) + "\n"
-    return StageResult(metrics=metrics, report_md=md)
+        prepared = {init: _prepared_student(record, ctx.inputs[stage], init, ctx.seed, train_scans, test_scans, spec,
+                                            cfg.batch_scans) for init in INITS}
+        for fraction in cfg.label_fractions:
+            for protocol in cfg.protocols:
+                if protocol == "finetune" and fraction not in cfg.finetune_fractions():
+                    continue
+                repeats = cfg.repeats if protocol == "linear_probe" else cfg.finetune_repeats
+                miou = {init: [] for init in INITS}
+                conf_sum = {init: np.zeros((C, C), np.int64) for init in INITS}
+                for r in range(repeats):
+                    seed = ctx.seed * 1000 + r  # one labelled subset and seed per paired run, shared by both inits
+                    labeled_idx = labeled_subset(len(train_scans), fraction, seed)
+                    for init in INITS:
+                        student, train_feats, test_feats = prepared[init]
+                        labeled_feats = concat_features([train_feats[i] for i in labeled_idx])
+                        ctx.log.info("%s (%s init) %s, %.0f%% labels (%d scans), run %d/%d", stage, init, protocol,
+                                     fraction * 100, len(labeled_idx), r + 1, repeats)
+                        if protocol == "linear_probe":
+                            conf = linear_probe(labeled_feats, test_feats, C, cfg.probe_steps, cfg.probe_lr, seed)
+                        else:
+                            head = fit_linear_probe(*labeled_feats, C, cfg.probe_steps, cfg.probe_lr, seed)
+                            torch.manual_seed(ctx.seed)
+                            fresh = build_lidar_student(record["kind"], record["kwargs"])  # weight-scale reference
+                            conf, _, model = finetune(
+                                student, [train_scans[i] for i in labeled_idx], test_scans, spec, C,
+                                cfg.finetune_steps, cfg.finetune_lr, cfg.batch_scans, seed, cfg.lovasz_weight,
+                                init_reference=fresh, head=head, backbone_lr_scale=cfg.backbone_lr_scale,
+                                warmup_steps=int(cfg.warmup_fraction * cfg.finetune_steps))
+                            if init == "distilled" and r == 0:  # the deployable segmentation model (see deploy/)
+                                save_segmenter(ctx.stage_dir / "models", stage, record, model, fraction,
+                                               mean_iou(conf), sensor.to_dict(),
+                                               [train_refs[i] for i in labeled_idx], test_refs)
+                        miou[init].append(mean_iou(conf))
+                        conf_sum[init] += conf
+                        runs.append({"student": stage, "init": init, "protocol": protocol, "label_fraction": fraction,
+                                     "run": r, "seed": seed, "labeled_scans": [train_refs[i].token for i in labeled_idx],
+                                     "miou": miou[init][-1]})
+                comparisons.append({
+                    "student": stage, "student_kind": record["kind"], "protocol": protocol, "label_fraction": fraction,
+                    "labeled_scans": len(labeled_idx), "test_scans": len(test_scans), "metric": "miou",
+                    **paired_comparison(miou["distilled"], miou["random"]),
+                    "iou_per_class": {init: _class_iou(conf_sum[init]) for init in INITS},
+                })
+    atomic_write_json(ctx.stage_dir / "results.json", {"comparisons": comparisons, "runs": runs})
+    summary = [{k: v for k, v in c.items() if k != "iou_per_class"} for c in comparisons]
+    return StageResult(metrics={"comparisons": summary}, report_md=_report(comparisons, len(test_scans)))
+
+
+def _class_iou(conf: np.ndarray) -> dict:
+    return {n: (None if math.isnan(v) else round(float(v) * 100, 2)) for n, v in zip(CLASS_NAMES, iou_per_class(conf))}
+
+
+def _report(comparisons: list[dict], test_scans: int) -> str:
+    lines = ["| student | protocol | labels | random init mIoU | distilled mIoU | gain [95% CI] | paired runs | gain? |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        ci = "n/a" if c["gain_ci95"] is None else f"[{c['gain_ci95'][0]:+.1f}, {c['gain_ci95'][1]:+.1f}]"
+        verdict = ("yes" if c["gain_mean"] > 0 else "no: a loss") if c["claimed"] else "within noise"
+        lines.append(f"| {c['student']} ({c['student_kind']}) | {c['protocol']} | {c['label_fraction']:.0%} "
+                     f"({c['labeled_scans']} scan{'s' if c['labeled_scans'] > 1 else ''}) | {c['random_mean']:.1f} | {c['distilled_mean']:.1f} | "
+                     f"{c['gain_mean']:+.1f} {ci} | {c['n_paired']} | {verdict} |")
+    present = [n for n in CLASS_NAMES if any(c["iou_per_class"][i][n] is not None for c in comparisons for i in INITS)]
+    lines += ["", "Per-class IoU (%) on the held-out scenes, over all paired runs:", "",
+              "| student | init | protocol | labels | " + " | ".join(present) + " |", "|---" * (4 + len(present)) + "|"]
+    for c in comparisons:
+        for init in INITS:
+            iou = c["iou_per_class"][init]
+            lines.append(f"| {c['student']} | {init} | {c['protocol']} | {c['label_fraction']:.0%} | "
+                         + " | ".join(f"{iou[n]:.1f}" if iou[n] is not None else "-" for n in present) + " |")
+    return (f"Point-wise mIoU on the held-out scenes ({test_scans} scans), distilled vs random initialisation. Each "
+            "paired run draws its own labelled subset and seed, shared by both inits; a gain is claimed only when its "
+            "95% interval excludes 0.\n\n" + "\n".join(lines) + "\n")

@@ -21,6 +21,18 @@ def test_pipeline_run_to_labels(tmp_path):
                     "only=[synth, superpixels, slidr_range, evaluate]",
                     "stages.evaluate.students=[slidr_range]"], cwd=ROOT, check=True, timeout=900)
     run = runs / "slidr_tiny"
+    # Every comparison is a paired record a script can read, whatever the method.
+    comparisons = json.loads((run / "report.json").read_text())["stages"]["evaluate"]["metrics"]["comparisons"]
+    assert {(c["student"], c["protocol"]) for c in comparisons} == {("slidr_range", "linear_probe"),
+                                                                    ("slidr_range", "finetune")}
+    for c in comparisons:
+        assert c["label_fraction"] == 0.5 and c["metric"] == "miou" and c["n_paired"] == 2
+        low, high = c["gain_ci95"]
+        assert low <= c["gain_mean"] <= high
+        assert c["gain_mean"] == pytest.approx(c["distilled_mean"] - c["random_mean"])
+        assert c["claimed"] == (low > 0 or high < 0)
+    runs_json = json.loads((run / "evaluate" / "results.json").read_text())["runs"]
+    assert len(runs_json) == 2 * 2 * 2  # protocols x paired runs x inits
     deploy = [sys.executable, "-m", "deploy.cli"]
     out = subprocess.run([*deploy, "export", str(run), "--quantize"], cwd=ROOT, check=True, capture_output=True,
                          text=True).stdout.strip().splitlines()[-1]

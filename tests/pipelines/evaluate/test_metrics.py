@@ -4,7 +4,7 @@ import torch
 from modalities.lidar.labels import IGNORE, lidarseg_to_16
 from modalities.segmentation_metrics import confusion_matrix, iou_per_class, mean_iou
 from pipelines.evaluate.lovasz import lovasz_softmax
-from pipelines.evaluate.probe import linear_probe
+from pipelines.evaluate.protocols import linear_probe
 
 
 def test_iou_against_set_definition():

@@ -1,0 +1,102 @@
+"""Task-agnostic pieces of the evaluation protocols: linear probe, schedules, paired comparisons.
+
+A result of ours is a *paired* comparison: the distilled student and the same student from
+random initialisation are evaluated on the same labelled subset with the same seed, for
+several subsets x seeds; the gain is reported as its mean with a 95% Student-t interval
+over the paired runs, and claimed only when the interval excludes 0.
+
+The linear probe returns its classifier folded with the feature standardisation, so that a
+fine-tune can start from it (LP-FT: Kumar et al., "Fine-Tuning can Distort Pretrained
+Features and Underperform Out-of-Distribution", ICLR 2022).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalities.lidar.labels import IGNORE
+from modalities.segmentation_metrics import confusion_matrix
+
+
+def fit_linear_probe(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, steps: int, lr: float, seed: int,
+    points_per_step: int = 16384,
+) -> nn.Linear:
+    """A linear classifier on frozen features ``x`` (P, F), labels ``y`` (P,) (IGNORE skipped).
+
+    Trained with Adam on z-scored features (the labelled set's statistics); the returned
+    layer has the standardisation folded in, so it applies to raw features.
+    """
+    keep = y != IGNORE
+    x, y = x[keep], y[keep]
+    if len(y) == 0:
+        raise ValueError("linear probe: the labeled scans have no labeled point")
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    clf = nn.Linear(x.shape[1], num_classes)
+    opt = torch.optim.Adam(clf.parameters(), lr=lr)
+    xn = (x - mean) / std
+    for _ in range(steps):
+        idx = torch.randint(len(y), (min(points_per_step, len(y)),), generator=g)
+        loss = F.cross_entropy(clf(xn[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    folded = nn.Linear(x.shape[1], num_classes)
+    with torch.no_grad():  # W ((x - m) / s) + b = (W / s) x + (b - W (m / s))
+        folded.weight.copy_(clf.weight / std)
+        folded.bias.copy_(clf.bias - clf.weight @ (mean / std))
+    return folded
+
+
+def linear_probe(
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    steps: int,
+    lr: float,
+    seed: int,
+) -> np.ndarray:
+    """Train a linear classifier on frozen features; the confusion matrix on ``test``."""
+    clf = fit_linear_probe(*train, num_classes, steps, lr, seed)
+    with torch.no_grad():
+        pred = clf(test[0]).argmax(1)
+    return confusion_matrix(pred.numpy(), test[1].numpy(), num_classes)
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
+    """LR multiplier: linear warm-up from 1/warmup to 1 over ``warmup_steps``, then cosine to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def paired_comparison(distilled: Sequence[float], random: Sequence[float]) -> dict:
+    """Mean gain of paired runs with its 95% t interval; ``claimed`` only if the interval excludes 0.
+
+    Args:
+        distilled, random: one metric value per paired run (same labelled subset and seed).
+    """
+    a, b = np.asarray(distilled, float), np.asarray(random, float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"paired runs must be two equal-length lists, got {a.shape} and {b.shape}")
+    gains = a - b
+    out = {"distilled_mean": float(a.mean()), "random_mean": float(b.mean()), "gain_mean": float(gains.mean()),
+           "n_paired": int(len(gains))}
+    if len(gains) < 2:
+        out.update(gain_ci95=None, claimed=False)  # one run: no interval, so no claim
+        return out
+    from scipy.stats import t  # noqa: PLC0415
+
+    half = float(t.ppf(0.975, len(gains) - 1)) * gains.std(ddof=1) / math.sqrt(len(gains))
+    low, high = float(gains.mean() - half), float(gains.mean() + half)
+    out.update(gain_ci95=[low, high], claimed=bool(low > 0 or high < 0))
+    return out
