@@ -23,7 +23,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_bundle
     from .quantize import quantize_bundle
 
-    path = export_bundle(args.run_dir, args.model, args.out, max_scans=args.max_scans)
+    path = export_bundle(args.run_dir, args.model, args.out, max_scans=args.max_scans, evaluate_stage=args.stage)
     if args.quantize:
         quantize_bundle(path, max_scans=args.max_scans)
     print(path)
@@ -74,12 +74,13 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``export``, ``quantize``, ``bench`` and ``infer`` on an argparse subparsers object."""
     ex = sub.add_parser(
         "export", formatter_class=HelpFormatter, help="fine-tuned range-view model of a run -> verified ONNX deploy bundle",
-        description="Export a run's fine-tuned range_net segmenter (evaluate/models/<name>) to a bundle: "
+        description="Export a run's fine-tuned range_net segmenter (<evaluate stage>/models/<name>) to a bundle: "
         "model.onnx (opset 17, static shape), metadata.json (pre/post-processing, metrics, sha256 of every file), "
         "report.md. Fails, leaving no bundle, if ONNX Runtime disagrees with PyTorch on the held-out scans "
         "(relative error > 1e-4). Lists every node TensorRT 10.3 cannot run.")
     ex.add_argument("run_dir", type=Path, help="pipeline run folder, e.g. runs/demo")
-    ex.add_argument("--model", help="model name in RUN_DIR/evaluate/models (default: the only range_net model)")
+    ex.add_argument("--model", help="model name in RUN_DIR/<stage>/models (default: the only range_net model)")
+    ex.add_argument("--stage", help="the evaluate stage that saved it (default: whichever stage did)")
     ex.add_argument("--out", type=Path, help="bundle folder (default RUN_DIR/bundle/<model>)")
     ex.add_argument("--quantize", action="store_true", help="also add fp16 and int8 models (as `quantize`)")
     ex.add_argument("--max-scans", dest="max_scans", type=int, help="use at most this many held-out scans")

@@ -79,16 +79,16 @@ def export_onnx(model, example: np.ndarray, path: Path) -> None:
 
 def export_bundle(run_dir: str | Path, model_name: str | None = None, out: str | Path | None = None,
                   tolerance: float = FP32_REL_TOLERANCE, max_scans: int | None = None,
-                  evaluate_stage: str = "evaluate") -> Path:
+                  evaluate_stage: str | None = None) -> Path:
     """Export one fine-tuned model of ``run_dir`` into a verified bundle; returns its folder.
 
     Args:
-        run_dir: a pipeline run folder with ``evaluate/models/``.
+        run_dir: a pipeline run folder with ``<evaluate stage>/models/``.
         model_name: sidecar stem (e.g. ``slidr_range_10pct``); default: the run's only range_net model.
         out: bundle folder (default ``run_dir/bundle/<model name>``).
         tolerance: fp32 parity gate on ``max_rel_err``.
         max_scans: use at most this many held-out scans (parity and mIoU); default all.
-        evaluate_stage: the run's evaluate stage (its ``models/`` folder holds the sidecars).
+        evaluate_stage: the evaluate stage whose ``models/`` holds the sidecar; None: any stage of the run.
     """
     import onnx  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415

@@ -33,34 +33,45 @@ class LabeledScan:
     labels: np.ndarray  # (N,) int64 16-class labels, 255 = ignore
 
 
-def models_dir(run_dir: Path, evaluate_stage: str = "evaluate") -> Path:
-    return Path(run_dir) / evaluate_stage / "models"
+def list_models(run_dir: Path, evaluate_stage: str | None = None) -> list[Path]:
+    """Sidecars (``<stage>/models/*.json``) of the fine-tuned models of a run, sorted.
+
+    ``evaluate_stage`` names the stage whose ``models/`` to read; None: every stage of the run
+    that saved models (a pipeline may have several evaluate stages).
+    """
+    run_dir = Path(run_dir)
+    folders = [run_dir / evaluate_stage / "models"] if evaluate_stage else sorted(run_dir.glob("*/models"))
+    sidecars = sorted(p for f in folders if f.is_dir() for p in f.glob("*.json"))
+    if not sidecars:
+        where = folders[0] if evaluate_stage else run_dir / "<stage>" / "models"
+        raise FileNotFoundError(f"no fine-tuned model in {where}: run the pipeline's evaluate stage with the finetune"
+                                " protocol first")
+    return sidecars
 
 
-def list_models(run_dir: Path, evaluate_stage: str = "evaluate") -> list[Path]:
-    """Sidecars (``*.json``) of the fine-tuned models of a run, sorted by name."""
-    folder = models_dir(run_dir, evaluate_stage)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} not found: run the pipeline's evaluate stage (finetune protocol) first")
-    return sorted(folder.glob("*.json"))
+def _label(path: Path) -> str:
+    return f"{path.parent.parent.name}/{path.stem}"
 
 
-def choose_model(run_dir: Path, name: str | None, evaluate_stage: str = "evaluate") -> Path:
+def choose_model(run_dir: Path, name: str | None, evaluate_stage: str | None = None) -> Path:
     """The sidecar named ``name``, or the only deployable model of the run; errors list the choices."""
     sidecars = list_models(run_dir, evaluate_stage)
-    folder = models_dir(run_dir, evaluate_stage)
     if name is not None:
-        path = folder / f"{Path(name).stem}.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"model {name!r} not found in {folder}; have {[p.stem for p in sidecars]}")
-        return path
+        matches = [p for p in sidecars if p.stem == Path(name).stem]
+        if not matches:
+            raise FileNotFoundError(f"model {name!r} not found in {run_dir}; have {[_label(p) for p in sidecars]}")
+        if len(matches) > 1:
+            raise ValueError(f"model {name!r} is saved by several stages {[_label(p) for p in matches]}; "
+                             "name the stage (--stage)")
+        return matches[0]
     deployable = [p for p in sidecars if json.loads(p.read_text()).get("student") in DEPLOYABLE_STUDENTS]
     if len(deployable) == 1:
         return deployable[0]
     if not deployable:
-        raise ValueError(f"{folder} has no deployable (range_net) model; have {[p.stem for p in sidecars]}. "
+        raise ValueError(f"{run_dir} has no deployable (range_net) model; have {[_label(p) for p in sidecars]}. "
                          + NOT_DEPLOYABLE["sparse_unet"])
-    raise ValueError(f"{folder} has several deployable models {[p.stem for p in deployable]}; pick one with --model")
+    raise ValueError(f"{run_dir} has several deployable models {[_label(p) for p in deployable]}; "
+                     "pick one with --model")
 
 
 def read_sidecar(path: Path) -> dict:

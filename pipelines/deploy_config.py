@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 class DeployConfig(StageConfig):
     kind: Literal["deploy"] = "deploy"
     evaluate: str = "evaluate"  # the evaluate stage whose fine-tuned model is shipped
-    # Model of evaluate/models/ to ship (e.g. slidr_range_10pct); None: the run's only deployable model.
+    # Model of <evaluate>/models/ to ship (e.g. slidr_range_10pct); None: that stage's only deployable model.
     model: str | None = None
     precisions: list[Literal["fp16", "int8"]] = Field(default=["fp16", "int8"])
     bench: bool = True

@@ -157,3 +157,20 @@ def test_sparse_unet_student_is_refused_with_the_reason(tiny_run_factory, tmp_pa
         export_bundle(run, "slidr_sparse_50pct")
     shutil.rmtree(run / "bundle", ignore_errors=True)
     export_bundle(run, max_scans=1)  # without --model: the only range_net model is picked
+
+
+def test_model_is_found_in_whichever_evaluate_stage_saved_it(tiny_run_factory, tmp_path):
+    """A pipeline may have several evaluate stages (the demo fine-tunes in `finetune`)."""
+    from deploy.sidecar import choose_model
+
+    run = tmp_path / "run"
+    tiny_run_factory(run, seed=5)
+    (run / "evaluate").rename(run / "finetune")
+    expected = run / "finetune" / "models" / f"{MODEL}.json"
+    assert choose_model(run, None) == expected and choose_model(run, MODEL, "finetune") == expected
+    with pytest.raises(FileNotFoundError, match="no fine-tuned model"):
+        choose_model(run, None, "evaluate")
+    shutil.copytree(run / "finetune", run / "evaluate")  # the same name saved by two stages
+    with pytest.raises(ValueError, match=r"saved by several stages \['evaluate/slidr_range_50pct', 'finetune/"):
+        choose_model(run, MODEL)
+    assert choose_model(run, MODEL, "evaluate") == run / "evaluate" / "models" / f"{MODEL}.json"

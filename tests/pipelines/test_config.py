@@ -107,14 +107,16 @@ def test_paths_are_made_absolute_once_where_the_run_starts(tmp_path):
 
 def test_deploy_model_that_evaluate_never_saves_is_refused_at_load_time():
     with pytest.raises(ConfigError, match=r"finetune_label_fractions \[0\.5\] are not in label_fractions"):
-        load_config("configs/demo.yaml", ["stages.evaluate.finetune_label_fractions=[0.5]"])
+        load_config("configs/demo.yaml", ["stages.finetune.finetune_label_fractions=[0.5]"])
     with pytest.raises(ConfigError, match=r"model 'slidr_range_10pct' is never produced.*\['slidr_range_1pct'\]"):
-        load_config("configs/demo.yaml", ["stages.evaluate.finetune_label_fractions=[0.01]"])
+        load_config("configs/demo.yaml", ["stages.finetune.label_fractions=[0.01]"])
     with pytest.raises(ConfigError, match=r"model 'slidr_range_10pct' is never produced.*\[\]"):
-        load_config("configs/demo.yaml", ["stages.evaluate.students=[slidr_sparse]"])
+        load_config("configs/demo.yaml", ["stages.finetune.students=[slidr_sparse]"])
+    with pytest.raises(ConfigError, match=r"model 'slidr_range_10pct' is never produced.*\[\]"):
+        load_config("configs/demo.yaml", ["stages.deploy.evaluate=evaluate"])  # that one only probes
     with pytest.raises(ConfigError, match=r"stages\.deploy reads stage 'evaluate2'"):
         load_config("configs/demo.yaml", ["stages.deploy.evaluate=evaluate2"])
     with pytest.raises(ConfigError, match=r"saves 2 deployable models \['slidr_range_1pct', 'slidr_range_10pct'\]"):
-        load_config("configs/demo.yaml", ["stages.deploy.model=null", "stages.evaluate.finetune_label_fractions=null"])
+        load_config("configs/demo.yaml", ["stages.deploy.model=null", "stages.finetune.label_fractions=[0.01, 0.1]"])
     ok = load_config("configs/demo.yaml", ["stages.deploy.model=null"])
-    assert ok.stages["evaluate"].finetune_fractions() == [0.1]
+    assert ok.stages["finetune"].finetune_fractions() == [0.1] and ok.stages["evaluate"].finetune_fractions() == []
