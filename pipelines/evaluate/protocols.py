@@ -37,7 +37,11 @@ def fit_linear_probe(
     x, y = x[keep], y[keep]
     if len(y) == 0:
         raise ValueError("linear probe: the labeled scans have no labeled point")
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    # A near-constant channel (e.g. a ReLU that almost never fires) is not blown up by its tiny
+    # std: the folded weights would reach 1e5 (seen on the demo), ruin FP16/INT8 exports and
+    # amplify noise. Scales below 1% of the median channel's are floored there.
+    mean, std = x.mean(0), x.std(0)
+    std = std.clamp_min(max(1e-6, 1e-2 * float(std.median())))
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     clf = nn.Linear(x.shape[1], num_classes)

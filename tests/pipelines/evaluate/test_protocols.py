@@ -54,3 +54,15 @@ def test_warmup_then_cosine():
     assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
     assert warmup_cosine(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
     assert warmup_cosine(0, 100, 0) == pytest.approx(1.0)
+
+
+def test_near_constant_channel_does_not_blow_up_the_folded_weights():
+    """A channel with a tiny spread (a ReLU that almost never fires) must not get a 1e5 weight."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (3000,), generator=g)
+    x = torch.nn.functional.one_hot(y, 3).float() * 5 + torch.randn(3000, 3, generator=g) * 0.3
+    nearly_dead = (torch.rand(3000, 1, generator=g) < 0.01).float() * 1e-5  # rare, tiny activations
+    x = torch.cat([x, nearly_dead], 1)
+    clf = fit_linear_probe(x[:2000], y[:2000], 3, steps=100, lr=0.05, seed=0)
+    assert clf.weight.abs().max() < 100  # unfloored, the last column reaches ~1e4..1e5
+    assert (clf(x[2000:]).argmax(1) == y[2000:]).float().mean() > 0.95
