@@ -217,8 +217,7 @@ def finetune(
         opt.step()
         sched.step()
         curve.append(loss.item())
-    recalibrate_batchnorm(model, train_scans, spec, batch_scans)
-    model.eval()
+    recalibrate_batchnorm(model, train_scans, spec, batch_scans)  # leaves the model in eval mode
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     with torch.no_grad():
         for group in _batches(test_scans, batch_scans):

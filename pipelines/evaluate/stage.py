@@ -107,6 +107,8 @@ def run_evaluate(ctx: StageContext) -> StageResult:
         spec = StudentSpec.from_record(record, sensor)
         prepared = {init: _prepared_student(record, ctx.inputs[stage], init, ctx.seed, train_scans, test_scans, spec,
                                             cfg.batch_scans) for init in INITS}
+        torch.manual_seed(ctx.seed)
+        fresh = build_lidar_student(record["kind"], record["kwargs"])  # fine-tune weight-scale reference
         for fraction in cfg.label_fractions:
             for protocol in cfg.protocols:
                 if protocol == "finetune" and fraction not in cfg.finetune_fractions():
@@ -126,8 +128,6 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                             conf = linear_probe(labeled_feats, test_feats, C, cfg.probe_steps, cfg.probe_lr, seed)
                         else:
                             head = fit_linear_probe(*labeled_feats, C, cfg.probe_steps, cfg.probe_lr, seed)
-                            torch.manual_seed(ctx.seed)
-                            fresh = build_lidar_student(record["kind"], record["kwargs"])  # weight-scale reference
                             conf, _, model = finetune(
                                 student, [train_scans[i] for i in labeled_idx], test_scans, spec, C,
                                 cfg.finetune_steps, cfg.finetune_lr, cfg.batch_scans, seed, cfg.lovasz_weight,
