@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deploy.bench import machine_description  # noqa: E402
 from deploy.export import export_onnx  # noqa: E402
-from deploy.model import RangeSegmenter, load_segmenter  # noqa: E402
+from deploy.model import RangeSegmenter  # noqa: E402
 from deploy.runtime import OrtEngine  # noqa: E402
 from modalities.lidar.range_net import RangeNet  # noqa: E402
 
@@ -35,17 +35,16 @@ from modalities.lidar.range_net import RangeNet  # noqa: E402
 def _model_and_onnx(bundle: Path | None, tmp: Path, widths: list[int]):
     if bundle is not None:
         from deploy.bundle import load_bundle
-        from deploy.sidecar import read_sidecar
+        from deploy.tasks.point_segmentation import torch_module
 
         b = load_bundle(bundle)
-        side = Path(b.metadata["source"]["model_sidecar"])
-        return load_segmenter(side, read_sidecar(side)), b.model_path("fp32"), tuple(b.input_spec["shape"])
+        return torch_module(b.torch_weights(), b.metadata), b.model_path("fp32"), tuple(b.inputs[0]["shape"])
     torch.manual_seed(0)
     student = RangeNet(widths=widths)
     model = RangeSegmenter(student, torch.nn.Linear(student.feature_dim, 16)).eval()
     shape = (1, 6, 32, 1088)
     path = tmp / "model.onnx"
-    export_onnx(model, np.zeros(shape, np.float32), path)
+    export_onnx(model, {"range_image": np.zeros(shape, np.float32)}, ["logits"], path)
     return model, path, shape
 
 
@@ -68,8 +67,10 @@ def main() -> None:
             with torch.inference_mode():
                 model(xt)
 
+        feeds = {ort.inputs[0].name: x}
+
         def run_ort():
-            ort.run(x)
+            ort.run(feeds)
 
         for _ in range(args.warmup):
             run_torch()

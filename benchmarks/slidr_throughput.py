@@ -44,7 +44,7 @@ from pipelines.slidr.config import DistillConfig  # noqa: E402
 from pipelines.slidr.data import Collate, SlidrDataset, list_scans  # noqa: E402
 from pipelines.slidr.model import build_image_teacher, build_student  # noqa: E402
 from pipelines.slidr.step import train_step  # noqa: E402
-from pipelines.student_inputs import PointFeatureNet  # noqa: E402
+from pipelines.student_inputs import PointFeatureNet, range_spec_of  # noqa: E402
 
 BUDGET = 256
 
@@ -87,7 +87,7 @@ def bench_student(student: str, scans, sensor, batch: int, steps: int, device: t
     cfg = DistillConfig(dataset="bench", superpixels="superpixels", student=student, batch_scans=batch,
                         augment={"crop_hw": crop, "min_pairs_per_image": 256})
     ds = SlidrDataset(scans, cfg.augment, BUDGET, seed=0)
-    collate = Collate(student, BUDGET, cfg.sparse_unet.voxel_size, sensor)
+    collate = Collate(student, BUDGET, cfg.sparse_unet.voxel_size, range_spec_of(build_student(cfg), sensor))
     groups = [[(i * batch + j) % len(scans) for j in range(batch)] for i in range(steps + 1)]
 
     t0 = time.perf_counter()

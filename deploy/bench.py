@@ -1,6 +1,6 @@
 """``edgedistill bench BUNDLE``: latency, throughput and memory of every backend/precision of a bundle.
 
-For each of torch eager (fp32, when torch and the source weights are present), ONNX Runtime
+For each of torch eager (fp32, from the bundle's own weights, when torch is installed), ONNX Runtime
 fp32 / fp16 / int8 (the bundle's models) and TensorRT (when importable with a GPU), at
 batch 1 (the deployed static model) and a larger batch (a copy of the ONNX graph with the
 batch dimension set to N, written to a temporary folder: the deployed model stays batch 1):
@@ -133,40 +133,44 @@ def time_calls(fn, warmup: int, iters: int, rss0: int) -> tuple[list[float], int
     return times, peak - rss0
 
 
-def bench_ort(path: Path, x: np.ndarray, warmup: int, iters: int, threads: int) -> dict:
+def _batch(feeds: dict[str, np.ndarray]) -> int:
+    return int(next(iter(feeds.values())).shape[0])
+
+
+def bench_ort(path: Path, feeds: dict[str, np.ndarray], warmup: int, iters: int, threads: int) -> dict:
     from .runtime import OrtEngine  # noqa: PLC0415
 
     rss0 = _rss()
     eng = OrtEngine(path, threads=threads)
-    times, mem = time_calls(lambda: eng.run(x), warmup, iters, rss0)
-    return {**latency_stats(times, x.shape[0]), "peak_mem_mb": mem / 2**20, "memory": "process RSS increase"}
+    times, mem = time_calls(lambda: eng.run(feeds), warmup, iters, rss0)
+    return {**latency_stats(times, _batch(feeds)), "peak_mem_mb": mem / 2**20, "memory": "process RSS increase"}
 
 
-def bench_torch(bundle, x: np.ndarray, warmup: int, iters: int, threads: int, device: str = "cpu") -> dict:
+def bench_torch(bundle, feeds: dict[str, np.ndarray], warmup: int, iters: int, threads: int,
+                device: str = "cpu") -> dict:
     import torch  # noqa: PLC0415
 
-    from .model import load_segmenter  # noqa: PLC0415
-    from .sidecar import read_sidecar  # noqa: PLC0415
+    from .tasks import adapter_class  # noqa: PLC0415
 
-    side_path = Path(bundle.metadata["source"]["model_sidecar"])
+    task_mod = __import__(adapter_class(bundle.metadata["task"]["kind"]).__module__, fromlist=["torch_module"])
     rss0 = _rss()
-    model = load_segmenter(side_path, read_sidecar(side_path)).to(device)
+    model = task_mod.torch_module(bundle.torch_weights(), bundle.metadata).to(device)
     torch.set_num_threads(threads)
-    xt = torch.from_numpy(x).to(device)
+    xs = [torch.from_numpy(v).to(device) for v in feeds.values()]
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
     def call():
         with torch.inference_mode():
-            model(xt)
+            model(*xs)
         if device == "cuda":
             torch.cuda.synchronize()
 
     times, mem = time_calls(call, warmup, iters, rss0)
     if device == "cuda":
-        return {**latency_stats(times, x.shape[0]), "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20,
+        return {**latency_stats(times, _batch(feeds)), "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20,
                 "memory": "torch.cuda.max_memory_allocated"}
-    return {**latency_stats(times, x.shape[0]), "peak_mem_mb": mem / 2**20, "memory": "process RSS increase"}
+    return {**latency_stats(times, _batch(feeds)), "peak_mem_mb": mem / 2**20, "memory": "process RSS increase"}
 
 
 def _torch_has_cuda() -> bool:
@@ -177,23 +181,24 @@ def _torch_has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def bench_trt(bundle, precision: str, x: np.ndarray, warmup: int, iters: int, tmp: Path) -> dict:
+def bench_trt(bundle, precision: str, feeds: dict[str, np.ndarray], warmup: int, iters: int, tmp: Path) -> dict:
     """TensorRT latency; batch > 1 uses an engine built from a batch-N copy of the model (benchmark only)."""
     from modalities.fileio import atomic_write_bytes  # noqa: PLC0415
 
     from .tensorrt import TrtEngine, build_engine, build_serialized  # noqa: PLC0415
 
-    if x.shape[0] == 1:
+    b = _batch(feeds)
+    if b == 1:
         engine_path = build_engine(bundle, precision)
     else:
-        onnx_b = with_batch(bundle.model_path(precision), x.shape[0], tmp / f"trt_{precision}_b{x.shape[0]}.onnx")
+        onnx_b = with_batch(bundle.model_path(precision), b, tmp / f"trt_{precision}_b{b}.onnx")
         engine_path = tmp / f"{onnx_b.stem}.engine"
         timing = tmp / "timing.cache"
-        atomic_write_bytes(engine_path, build_serialized(onnx_b, bundle.input_spec["name"], x.shape, timing))
+        atomic_write_bytes(engine_path, build_serialized(onnx_b, {k: v.shape for k, v in feeds.items()}, timing))
     eng = TrtEngine(engine_path)
-    times, _ = time_calls(lambda: eng.run(x), warmup, iters, _rss())
+    times, _ = time_calls(lambda: eng.run(feeds), warmup, iters, _rss())
     device = eng.time_device(iters)
-    return {**latency_stats(times, x.shape[0]), "device_only_p50_ms": float(np.percentile(device, 50)),
+    return {**latency_stats(times, b), "device_only_p50_ms": float(np.percentile(device, 50)),
             "memory": "n/a (TensorRT device memory)", "peak_mem_mb": None}
 
 
@@ -202,16 +207,18 @@ def run_bench(bundle_dir: str | Path, batch: int = 4, warmup: int = 5, iters: in
     """Benchmark a bundle; returns the result dict (also written to ``report/``)."""
     from tqdm import tqdm  # noqa: PLC0415
 
+    from .tasks import adapter_for  # noqa: PLC0415
+
     bundle = load_bundle(bundle_dir)
     threads = threads or max(1, os.cpu_count() or 1)
-    spec = bundle.input_spec
-    rng = np.random.default_rng(0)
+    adapter = adapter_for(bundle.metadata, bundle.path)
+    example = adapter.preprocess(adapter.read(adapter.samples("heldout")[0].path))[0]  # a real input, batch 1
     results: list[dict] = []
     skipped: dict[str, str] = {}
     jobs = []
     with tempfile.TemporaryDirectory() as tmp:
         for b in sorted({1, batch}):
-            x = rng.standard_normal((b, *spec["shape"][1:])).astype(np.float32)
+            x = {k: np.ascontiguousarray(np.repeat(v, b, axis=0)) for k, v in example.items()}
             if "torch" in backends:
                 jobs.append(("torch eager", "fp32", b, lambda x=x: bench_torch(bundle, x, warmup, iters, threads)))
                 if _torch_has_cuda():
@@ -240,7 +247,7 @@ def run_bench(bundle_dir: str | Path, batch: int = 4, warmup: int = 5, iters: in
             log.info("%s %s batch %d: p50 %.2f ms, %.1f scans/s", backend, prec, b, r["p50_ms"],
                      r["throughput_scans_per_s"])
     out = {"machine": machine_description(), "threads": threads, "warmup": warmup, "iters": iters,
-           "input_shape": spec["shape"], **count_params_macs(bundle.model_path("fp32")),
+           "inputs": {s["name"]: s["shape"] for s in bundle.inputs}, **count_params_macs(bundle.model_path("fp32")),
            "results": results, "skipped": skipped}
     report = bundle.path / "report"
     report.mkdir(exist_ok=True)
@@ -257,8 +264,8 @@ def run_bench(bundle_dir: str | Path, batch: int = 4, warmup: int = 5, iters: in
 
 def render_markdown(out: dict) -> str:
     lines = [f"# Benchmark on {out['machine']}", "",
-             f"{out['threads']} intra-op threads, {out['warmup']} warm-up + {out['iters']} timed runs; input "
-             f"{out['input_shape']} (batch 1 deployed; larger batches are benchmark-only copies). "
+             f"{out['threads']} intra-op threads, {out['warmup']} warm-up + {out['iters']} timed runs on a held-out "
+             f"sample; inputs {out['inputs']} (batch 1 deployed; larger batches are benchmark-only copies). "
              f"Deployed network: {out['params'] / 1e6:.3f} M params, {out['macs'] / 1e9:.3f} GMAC per scan.", "",
              "| backend | precision | batch | p50 ms | p90 ms | p99 ms | scans/s | peak mem MB |",
              "|---|---|---|---|---|---|---|---|"]

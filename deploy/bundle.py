@@ -1,20 +1,25 @@
-"""The deploy bundle: a folder of ONNX models + ``metadata.json`` + ``report.md``, checked on load.
+"""The deploy bundle: a self-contained folder of ONNX models + data + ``metadata.json``, checked on load.
 
-Layout (``edgedistill export RUN_DIR`` writes it to ``RUN_DIR/bundle/<model name>/``)::
+Layout (``edgedistill export RUN_DIR`` and the ``deploy`` stage both write it to
+``RUN_DIR/deploy/<model name>/``)::
 
-    model.onnx            fp32, static shapes, opset 17: (1, C, H, W) range image -> (1, K, H, W) logits
+    model.onnx            fp32, static shapes, opset 17, named inputs -> named outputs
     model_fp16.onnx       \\ added by ``edgedistill quantize`` (fp16 weights, fp32 I/O;
-    model_int8.onnx       /  INT8 explicit QDQ calibrated on the run's labeled training scans)
-    metadata.json         everything needed to pre/post-process and to trust the files (below)
-    report.md             human-readable summary (parity, TensorRT op check, per-precision mIoU)
+    model_int8.onnx       /  INT8 explicit QDQ calibrated on data/calibration)
+    torch/model.safetensors   the PyTorch weights of the exported graph (parity, torch bench)
+    data/calibration/     labelled training samples (raw input files + targets) for INT8
+    data/heldout/         held-out samples for parity and each precision's metric
+    metadata.json         format version, task (adapter kind + pre-processing spec), I/O, metrics, hashes
+    report.md             human-readable summary (parity, TensorRT op check, per-precision metric)
     report/               benchmark JSON / Markdown / PNG (``edgedistill bench``)
     cache/                TensorRT timing + engine cache (not hashed: device-specific, rebuilt)
 
-``metadata.json`` records ``files``: the sha256 of every other file of the bundle (except
-``cache/``). :func:`load_bundle` verifies each one and every required field before anything
-is run, so a tampered or truncated file, or a metadata file from an older tool, is a clear
-error naming the file or field rather than wrong labels on a robot. This module imports
-no torch (it runs on the Jetson).
+A bundle needs nothing outside its folder: ``quantize``, ``bench``, ``verify`` and ``infer``
+read only the bundle. ``metadata.json`` records ``files``: the sha256 of every other file
+(except ``cache/``). :func:`load_bundle` verifies each one, the format version and every
+required field before anything is run, so a tampered or truncated file, or a bundle from an
+older tool, is a clear error naming the file or field (and how to re-export) rather than
+wrong results on a robot. This module imports no torch (it runs on the Jetson).
 """
 
 from __future__ import annotations
@@ -32,20 +37,16 @@ from modalities.versions import library_versions as _library_versions
 
 BUNDLE_LIBRARIES = ("numpy", "torch", "onnx", "onnxruntime", "tensorrt", "edgedistill")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: task adapters, named multi-input/output, self-contained data (1: range-view only)
 CACHE_DIR = "cache"
 PRECISION_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
 
 # Dotted paths that every metadata.json must hold; load_bundle names the first one missing.
 REQUIRED_FIELDS: tuple[str, ...] = (
-    "format_version",
-    "model.name", "model.student", "model.student_kwargs", "model.num_classes", "model.classes",
-    "inputs", "outputs",
-    "preprocessing.channels", "preprocessing.means", "preprocessing.stds", "preprocessing.intensity_scale",
-    "preprocessing.sensor", "preprocessing.image_height", "preprocessing.image_width",
-    "preprocessing.width_multiple", "preprocessing.height_multiple", "preprocessing.unknown_label",
-    "source.run_dir", "source.model_sidecar", "source.weights",
-    "metrics", "precisions", "files", "versions",
+    "format_version", "task.kind", "task.input",
+    "model.name", "model.student", "model.student_kwargs", "model.num_classes", "model.classes", "model.torch_weights",
+    "inputs", "outputs", "data.calibration", "data.heldout",
+    "metrics.heldout", "precisions", "files", "versions",
 )
 
 
@@ -66,12 +67,16 @@ class Bundle:
         return self.path / self.metadata["precisions"][precision]["file"]
 
     @property
-    def input_spec(self) -> dict:
-        return self.metadata["inputs"][0]
+    def inputs(self) -> list[dict]:
+        """Named input specs ({name, shape, dtype, ...}) of the deployed graph, in order."""
+        return self.metadata["inputs"]
 
     @property
-    def output_spec(self) -> dict:
-        return self.metadata["outputs"][0]
+    def outputs(self) -> list[dict]:
+        return self.metadata["outputs"]
+
+    def torch_weights(self) -> Path:
+        return self.path / self.metadata["model"]["torch_weights"]
 
     def cache_dir(self) -> Path:
         return self.path / CACHE_DIR
@@ -122,13 +127,24 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
         raise BundleError(f"{meta_path}: not valid JSON ({e}); re-export the bundle") from e
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if not isinstance(version, int):
+        raise BundleError(f"{meta_path}: no integer format_version; not a bundle of this tool (re-export it)")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{meta_path}: format_version {version} is newer than this tool ({FORMAT_VERSION}); "
+                          "upgrade edgedistill on this machine")
+    if version < FORMAT_VERSION:
+        run = (meta.get("source") or {}).get("run_dir") or "RUN_DIR"
+        name = (meta.get("model") or {}).get("name")
+        raise BundleError(
+            f"{meta_path}: bundle format {version} was written by an older edgedistill; this one reads format "
+            f"{FORMAT_VERSION} (self-contained data, task adapters, named inputs and outputs). Re-export it: "
+            f"`edgedistill export {run}" + (f" --model {name}" if name else "") + " --quantize`")
     for field in REQUIRED_FIELDS:
         try:
             get_field(meta, field)
         except KeyError:
             raise BundleError(f"{meta_path}: missing field '{field}'; re-export the bundle with `edgedistill export`") from None
-    if meta["format_version"] > FORMAT_VERSION:
-        raise BundleError(f"{meta_path}: format_version {meta['format_version']} is newer than this tool ({FORMAT_VERSION})")
     if verify:
         for rel, digest in meta["files"].items():
             f = folder / rel
@@ -141,6 +157,11 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
                     "modified or corrupted after export; re-export or restore it"
                 )
     return Bundle(folder, meta)
+
+
+def default_bundle_dir(run_dir: str | Path, model_name: str) -> Path:
+    """The one place a run's bundle lives, for the CLI and the pipeline stage: ``RUN_DIR/deploy/<model>``."""
+    return Path(run_dir) / "deploy" / model_name
 
 
 def staging_folder(final: Path) -> Path:

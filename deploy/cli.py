@@ -1,4 +1,4 @@
-"""``edgedistill export | quantize | bench | infer``: the deploy subcommands.
+"""``edgedistill export | quantize | bench | verify | infer``: the deploy subcommands.
 
 Wired into the main CLI by ``pipelines/cli.py``::
 
@@ -25,7 +25,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     path = export_bundle(args.run_dir, args.model, args.out, max_scans=args.max_scans, evaluate_stage=args.stage)
     if args.quantize:
-        quantize_bundle(path, max_scans=args.max_scans)
+        quantize_bundle(path)
     print(path)
     return 0
 
@@ -33,9 +33,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from .quantize import quantize_bundle
 
-    bundle = quantize_bundle(args.bundle, tuple(args.precision or ("fp16", "int8")), max_scans=args.max_scans)
-    m = bundle.metadata["metrics"]["miou_heldout"]
-    print(" ".join(f"{k}={v:.2f}" for k, v in m.items()) + " mIoU")
+    bundle = quantize_bundle(args.bundle, tuple(args.precision or ("fp16", "int8")))
+    m = bundle.metadata["metrics"]["heldout"]
+    print(" ".join(f"{k}={v:.2f}" for k, v in m["by_precision"].items()) + f" {m['metric']}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify_bundle
+
+    out = verify_bundle(args.bundle, metric_tolerance=args.metric_tolerance)
+    parity = out["parity_fp32"]
+    print(f"{out['bundle']}: {out['hashes']}; fp32 parity vs PyTorch: "
+          + (f"max rel {parity['max_rel_err']:.3g}" if isinstance(parity, dict) else parity) + "; held-out "
+          + ", ".join(f"{p} {v:.2f}" for p, v in out["precisions"].items()) + " (as recorded)")
     return 0
 
 
@@ -71,30 +82,30 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``export``, ``quantize``, ``bench`` and ``infer`` on an argparse subparsers object."""
+    """Register ``export``, ``quantize``, ``bench``, ``verify`` and ``infer`` on an argparse subparsers object."""
     ex = sub.add_parser(
-        "export", formatter_class=HelpFormatter, help="fine-tuned range-view model of a run -> verified ONNX deploy bundle",
-        description="Export a run's fine-tuned range_net segmenter (<evaluate stage>/models/<name>) to a bundle: "
-        "model.onnx (opset 17, static shape), metadata.json (pre/post-processing, metrics, sha256 of every file), "
-        "report.md. Fails, leaving no bundle, if ONNX Runtime disagrees with PyTorch on the held-out scans "
+        "export", formatter_class=HelpFormatter, help="fine-tuned model of a run -> verified, self-contained ONNX deploy bundle",
+        description="Export a run's fine-tuned model (<evaluate stage>/models/<name>) to RUN_DIR/deploy/<name>/: "
+        "model.onnx (opset 17, static shapes, named inputs/outputs), the PyTorch weights, calibration and held-out "
+        "samples, metadata.json (format version, task and pre-processing spec, metrics, sha256 of every file), "
+        "report.md. Fails, leaving no bundle, if ONNX Runtime disagrees with PyTorch on the held-out samples "
         "(relative error > 1e-4). Lists every node TensorRT 10.3 cannot run.")
     ex.add_argument("run_dir", type=Path, help="pipeline run folder, e.g. runs/demo")
-    ex.add_argument("--model", help="model name in RUN_DIR/<stage>/models (default: the only range_net model)")
+    ex.add_argument("--model", help="model name in RUN_DIR/<stage>/models (default: the only deployable model)")
     ex.add_argument("--stage", help="the evaluate stage that saved it (default: whichever stage did)")
-    ex.add_argument("--out", type=Path, help="bundle folder (default RUN_DIR/bundle/<model>)")
+    ex.add_argument("--out", type=Path, help="bundle folder (default RUN_DIR/deploy/<model>)")
     ex.add_argument("--quantize", action="store_true", help="also add fp16 and int8 models (as `quantize`)")
-    ex.add_argument("--max-scans", dest="max_scans", type=int, help="use at most this many held-out scans")
+    ex.add_argument("--max-scans", dest="max_scans", type=int, help="copy and use at most this many held-out samples")
     ex.set_defaults(fn=_cmd_export)
 
     q = sub.add_parser(
-        "quantize", formatter_class=HelpFormatter, help="add fp16 and INT8 (explicit QDQ) models to a bundle, with their held-out mIoU",
+        "quantize", formatter_class=HelpFormatter, help="add fp16 and INT8 (explicit QDQ) models to a bundle, with their held-out metric",
         description="FP16 (fp32 I/O) and INT8 QDQ (ONNX Runtime static quantization, per-channel symmetric, "
-        "calibrated on the run's labeled training scans). Each precision's per-point mIoU on the held-out scans "
-        "goes into metadata.json and report.md (INT8 target: at most 2 mIoU points below fp32).")
+        "calibrated on the bundle's data/calibration samples). Each precision's metric on the bundle's held-out "
+        "samples goes into metadata.json and report.md (INT8 target: at most 2 points below fp32). Reads only the bundle.")
     q.add_argument("bundle", type=Path, help="bundle folder from `edgedistill export`")
     q.add_argument("--precision", action="append", choices=["fp16", "int8"],
                    help="precision to add (repeatable; default both)")
-    q.add_argument("--max-scans", dest="max_scans", type=int, help="use at most this many held-out scans")
     q.set_defaults(fn=_cmd_quantize)
 
     b = sub.add_parser(
@@ -110,11 +121,25 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
                    help="backend to include (repeatable; default all that are installed)")
     b.set_defaults(fn=_cmd_bench)
 
+    v = sub.add_parser(
+        "verify", formatter_class=HelpFormatter, help="re-check a bundle: hashes, fp32 parity vs PyTorch, recorded metrics",
+        description="From the bundle's own files only: verify every sha256, fp32 ONNX Runtime vs the bundle's PyTorch "
+        "weights on its held-out samples (relative error <= 1e-4; skipped without torch), and that each precision's "
+        "held-out metric equals the one recorded in metadata.json. Exit code 2 with the reason otherwise.")
+    v.add_argument("bundle", type=Path, help="bundle folder")
+    v.add_argument("--metric-tolerance", dest="metric_tolerance", type=float, default=1e-6,
+                   help="allowed |recomputed - recorded| metric difference; the default asks for the export's own "
+                   "result (same library versions); on another runtime (e.g. the robot image's onnxruntime, whose "
+                   "INT8 kernels differ between releases) allow e.g. 0.5 points")
+    v.set_defaults(fn=_cmd_verify)
+
     i = sub.add_parser(
-        "infer", formatter_class=HelpFormatter, help="per-point labels of raw scan files with a bundle",
-        description="Verify the bundle's hashes, pre-process each scan (.pcd.bin nuScenes, .bin KITTI), run "
-        "TensorRT if available else ONNX Runtime, and write <stem>.labels.npy (uint8 class index per point of "
-        "the file; 255 = the point has no range-image pixel).")
+        "infer", formatter_class=HelpFormatter, help="run a bundle on raw files (lidar scans -> per-point labels)",
+        description="Verify the bundle's hashes, pre-process each file with the bundle's task adapter, run TensorRT "
+        "if available else ONNX Runtime, and write the result. Point segmentation: scans in .pcd.bin (nuScenes, "
+        "intensity 0..255), .bin (KITTI, 0..1), .pcd or .ply; writes <stem>.labels.npy (uint8 class index per point "
+        "of the file; 255 = the point has no range-image pixel) and warns when a scan's beam layout does not match "
+        "the model's sensor.")
     i.add_argument("bundle", type=Path, help="bundle folder")
     i.add_argument("inputs", nargs="+", help="scan files")
     i.add_argument("--out", type=Path, help="folder for the .labels.npy files (default: next to each scan)")
@@ -128,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point (``python -m deploy.cli``), e.g. in the torch-free Jetson image."""
     import sys
 
-    p = argparse.ArgumentParser(prog="edgedistill-deploy", description="Deploy bundles: export, quantize, bench, infer.")
+    p = argparse.ArgumentParser(prog="edgedistill-deploy", description="Deploy bundles: export, quantize, bench, verify, infer.")
     p.add_argument("-v", "--verbose", action="store_true")
     add_deploy_commands(p.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = p.parse_args(argv)

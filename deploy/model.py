@@ -7,7 +7,7 @@ same weights, so the deployed module is::
 
     (B, C_in, H, W) -> student.backbone -> (B, F, H, W) -> Conv1x1(F -> K) -> logits (B, K, H, W)
 
-and the per-point gather happens after the engine (:mod:`deploy.preprocess`). The point
+and the per-point gather happens after the engine (:mod:`deploy.tasks.point_segmentation`). The point
 logits are then exactly those of the pipeline's ``Segmenter`` (up to float rounding).
 """
 
@@ -38,21 +38,20 @@ class RangeSegmenter(nn.Module):
         return self.classifier(self.student.backbone(x))
 
 
-def load_segmenter(sidecar_path: Path, sidecar: dict) -> RangeSegmenter:
-    """Rebuild the fine-tuned student + classifier from a sidecar and its safetensors (eval mode)."""
+def load_range_segmenter(weights: Path, student_kind: str, student_kwargs: dict, num_classes: int) -> RangeSegmenter:
+    """Rebuild the fine-tuned student + classifier from its safetensors (``student.*``, ``classifier.*``), eval mode."""
     from safetensors.torch import load_file  # noqa: PLC0415
 
     from modalities.lidar.students import build_lidar_student  # noqa: PLC0415
 
-    weights = Path(sidecar_path).parent / sidecar["weights"]
+    weights = Path(weights)
     if not weights.is_file():
-        raise FileNotFoundError(f"weights not found: {weights} (named by {sidecar_path})")
+        raise FileNotFoundError(f"weights not found: {weights}")
     state = load_file(str(weights))
-    student = build_lidar_student(sidecar["student"], sidecar["student_kwargs"])
+    student = build_lidar_student(student_kind, student_kwargs)
     if not isinstance(student, RangeNet):
-        raise ValueError(f"{sidecar_path}: student {sidecar['student']!r} is not a range-view network")
-    student_state = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
-    student.load_state_dict(student_state)
-    classifier = nn.Linear(student.feature_dim, int(sidecar["num_classes"]))
+        raise ValueError(f"{weights}: student {student_kind!r} is not a range-view network")
+    student.load_state_dict({k[len("student."):]: v for k, v in state.items() if k.startswith("student.")})
+    classifier = nn.Linear(student.feature_dim, int(num_classes))
     classifier.load_state_dict({k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")})
     return RangeSegmenter(student, classifier).eval()

@@ -7,15 +7,16 @@
 - INT8 (``model_int8.onnx``): explicit quantization, QuantizeLinear/DequantizeLinear pairs
   from ONNX Runtime's static quantizer, per-channel symmetric int8 weights and symmetric
   int8 activations (TensorRT requires zero points of 0), calibrated with MinMax ranges on
-  the run's labeled *training* scans (``calibration_scans``), never the held-out scans.
+  the bundle's ``data/calibration`` samples (labelled *training* data), never the held-out ones.
   References: https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html
   (``quantize_static``, ``QuantFormat.QDQ``, ``CalibrationDataReader``) and the TensorRT
   developer guide, "Explicit Quantization" (Q/DQ networks; TensorRT 10.1+ deprecates the
   implicit calibrators that TensorRT 11 removes).
 
-Each precision's per-point mIoU on the held-out scans (through ONNX Runtime) goes into
-metadata.json (``precisions.<p>.miou``, ``metrics.miou_heldout``, ``metrics.int8_drop``) and
-report.md, then every file hash is refreshed.
+Each precision's held-out metric (the task adapter's, through ONNX Runtime) goes into
+metadata.json (``precisions.<p>.heldout_metric``, ``metrics.heldout.by_precision``,
+``metrics.int8_drop``) and report.md, then every file hash is refreshed. Only the bundle is
+read: its calibration and held-out samples are inside it.
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from .bundle import PRECISION_FILES, Bundle, load_bundle, write_metadata
-from .preprocess import range_image_input, sensor_from_dict
 from .report import write_report
-from .sidecar import load_labeled_scan
+from .tasks import adapter_for
 from .trt_ops import unsupported_nodes
-from .verify import compare_outputs, point_miou
+from .verify import compare_outputs, worst_case
 
 log = logging.getLogger("edgedistill.deploy")
 
@@ -90,51 +90,50 @@ def convert_to_fp16(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
-class ScanCalibrationReader(CalibrationDataReader):
-    """Feeds one pre-processed calibration range image (1, C, H, W) per ``get_next`` call, then None."""
+class FeedsCalibrationReader(CalibrationDataReader):
+    """Feeds one pre-processed calibration sample ({input name: (1, ...) array}) per ``get_next`` call, then None."""
 
-    def __init__(self, input_name: str, images: list[np.ndarray]):
-        self.input_name = input_name
-        self.images = images
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds = feeds
         self._next = 0
 
     def get_next(self) -> dict | None:
-        if self._next >= len(self.images):
+        if self._next >= len(self.feeds):
             return None
         self._next += 1
-        return {self.input_name: self.images[self._next - 1][None].astype(np.float32)}
+        return {k: v.astype(np.float32, copy=False) for k, v in self.feeds[self._next - 1].items()}
 
     def rewind(self) -> None:
         self._next = 0
 
 
-def quantize_int8(src: Path, dst: Path, input_name: str, calibration_images: list[np.ndarray]) -> None:
-    """INT8 QDQ model of ``src`` calibrated on ``calibration_images`` (each (C, H, W))."""
-    if not calibration_images:
-        raise ValueError("INT8 calibration needs at least one calibration scan (sidecar calibration_scans is empty)")
+def quantize_int8(src: Path, dst: Path, calibration_feeds: list[dict[str, np.ndarray]]) -> None:
+    """INT8 QDQ model of ``src`` calibrated on ``calibration_feeds`` (named engine inputs, batch 1)."""
+    if not calibration_feeds:
+        raise ValueError("INT8 calibration needs at least one calibration sample (the bundle's data/calibration is empty)")
     from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as tmp:
         # ORT's recommended pre-processing: shape inference + graph optimisation before QDQ insertion.
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared))
-        _quantize_prepared(prepared, dst, input_name, calibration_images)
+        _quantize_prepared(prepared, dst, calibration_feeds)
 
 
-def _quantize_prepared(src: Path, dst: Path, input_name: str, calibration_images: list[np.ndarray]) -> None:
+def _quantize_prepared(src: Path, dst: Path, calibration_feeds: list[dict[str, np.ndarray]]) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: PLC0415
 
     quantize_static(
-        str(src), str(dst), ScanCalibrationReader(input_name, calibration_images),
+        str(src), str(dst), FeedsCalibrationReader(calibration_feeds),
         quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
         per_channel=True, calibrate_method=CalibrationMethod.MinMax,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
     )
 
 
-def quantize_bundle(bundle_dir: str | Path, precisions: tuple[str, ...] = ("fp16", "int8"),
-                    max_scans: int | None = None) -> Bundle:
-    """Add ``precisions`` to a bundle, measure each on the held-out scans, update metadata + report."""
+def quantize_bundle(bundle_dir: str | Path, precisions: tuple[str, ...] = ("fp16", "int8")) -> Bundle:
+    """Add ``precisions`` to a bundle, measure each on its held-out samples, update metadata + report."""
+    import onnx  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
     from .runtime import OrtEngine  # noqa: PLC0415
@@ -144,29 +143,22 @@ def quantize_bundle(bundle_dir: str | Path, precisions: tuple[str, ...] = ("fp16
     unknown = [p for p in precisions if p not in ("fp16", "int8")]
     if unknown:
         raise ValueError(f"precisions: unknown {unknown}; choose from fp16, int8")
-    from .sidecar import read_sidecar  # noqa: PLC0415
-
-    sidecar = read_sidecar(Path(meta["source"]["model_sidecar"]))
-    pre = meta["preprocessing"]
-    sensor = sensor_from_dict(pre["sensor"])
-
-    def prep(refs):
-        scans = [load_labeled_scan(r, pre["intensity_scale"]) for r in refs]
-        return scans, [range_image_input(s.points, sensor, pre["channels"], pre["means"], pre["stds"],
-                                         pre["width_multiple"], pre["height_multiple"]) for s in scans]
-
-    held = [r for r in sidecar["heldout_scans"] if r["token"] in set(meta["source"]["heldout_scans"])]
-    held = held[:max_scans] if max_scans else held
-    calib = sidecar["calibration_scans"]
-    held_tokens = {r["token"] for r in sidecar["heldout_scans"]}
-    leaked = [r["token"] for r in calib if r["token"] in held_tokens]
+    adapter = adapter_for(meta, bundle.path)
+    held = adapter.samples("heldout")
+    calib = adapter.samples("calibration")
+    leaked = sorted({s.token for s in calib} & {s.token for s in held})
     if leaked:
-        raise ValueError(f"calibration scans {leaked} are also held-out scans; calibration must not see held-out data")
-    held_scans, held_inputs = prep(tqdm(held, desc="load held-out scans", unit="scan"))
-    num_classes = int(meta["model"]["num_classes"])
+        raise ValueError(f"{bundle.path}: calibration samples {leaked} are also held-out samples; calibration must not "
+                         "see held-out data")
+
+    def feeds(samples, what):
+        return [adapter.preprocess(adapter.read(s.path))[0] for s in tqdm(samples, desc=what, unit="sample")]
+
+    held_feeds = feeds(held, "pre-process held-out")
     fp32_engine = OrtEngine(bundle.model_path("fp32"))
-    fp32_out = [fp32_engine.run(i.image[None]) for i in held_inputs]
-    input_name = bundle.input_spec["name"]
+    fp32_out = [fp32_engine.run(f) for f in held_feeds]
+    metric_name = meta["metrics"]["heldout"]["metric"]
+    fp32_value = meta["precisions"]["fp32"]["heldout_metric"]
 
     for prec in precisions:
         dst = bundle.path / PRECISION_FILES[prec]
@@ -175,28 +167,26 @@ def quantize_bundle(bundle_dir: str | Path, precisions: tuple[str, ...] = ("fp16
             convert_to_fp16(bundle.model_path("fp32"), dst)
             info = {"file": dst.name, "method": "fp16 weights/activations, fp32 I/O via Cast"}
         else:
-            _, calib_inputs = prep(tqdm(calib, desc="load calibration scans", unit="scan"))
-            log.info("int8: QDQ calibration on %d training scans", len(calib_inputs))
-            quantize_int8(bundle.model_path("fp32"), dst, input_name, [i.image for i in calib_inputs])
+            calib_feeds = feeds(calib, "pre-process calibration")
+            log.info("int8: QDQ calibration on %d training samples", len(calib_feeds))
+            quantize_int8(bundle.model_path("fp32"), dst, calib_feeds)
             info = {"file": dst.name, "method": "onnxruntime quantize_static QDQ, QInt8 symmetric, per-channel, MinMax",
-                    "calibration_scans": len(calib_inputs)}
-        import onnx  # noqa: PLC0415
-
+                    "calibration_samples": len(calib_feeds)}
         info["unsupported_nodes"] = [str(i) for i in unsupported_nodes(onnx.load(str(dst)))]
         engine = OrtEngine(dst)
-        outs = [engine.run(i.image[None]) for i in tqdm(held_inputs, desc=f"{prec} held-out", unit="scan")]
-        info["max_rel_err_vs_fp32"] = max(compare_outputs(o, r)["max_rel_err"] for o, r in zip(outs, fp32_out, strict=True))
-        info["miou"] = point_miou(lambda inp, e=engine: e.run(inp.image[None])[0], held_scans, held_inputs,
-                                  num_classes)["miou"]
-        log.info("%s mIoU %.2f (fp32 %.2f)", prec, info["miou"], meta["precisions"]["fp32"]["miou"])
+        outs = [engine.run(f) for f in tqdm(held_feeds, desc=f"{prec} held-out", unit="sample")]
+        info["max_rel_err_vs_fp32"] = worst_case([compare_outputs(o[k], r[k]) for o, r in zip(outs, fp32_out, strict=True)
+                                                 for k in r])["max_rel_err"]
+        info["heldout_metric"] = adapter.metric(engine.run, held)["value"]
+        log.info("%s %s %.2f (fp32 %.2f)", prec, metric_name, info["heldout_metric"], fp32_value)
         meta["precisions"][prec] = info
-        meta["metrics"]["miou_heldout"][prec] = info["miou"]
+        meta["metrics"]["heldout"]["by_precision"][prec] = info["heldout_metric"]
     if "int8" in meta["precisions"]:
-        drop = meta["precisions"]["fp32"]["miou"] - meta["precisions"]["int8"]["miou"]
+        drop = meta["precisions"]["fp32"]["heldout_metric"] - meta["precisions"]["int8"]["heldout_metric"]
         meta["metrics"]["int8_drop"] = drop
         meta["metrics"]["int8_within_target"] = bool(drop <= INT8_TARGET_DROP)
         if drop > INT8_TARGET_DROP:
-            log.warning("INT8 costs %.2f mIoU points (> %.1f target)", drop, INT8_TARGET_DROP)
+            log.warning("INT8 costs %.2f %s points (> %.1f target)", drop, metric_name, INT8_TARGET_DROP)
     write_report(bundle.path, meta)
     write_metadata(bundle.path, meta)
     return load_bundle(bundle.path)

@@ -16,22 +16,28 @@ def _fmt_g(v) -> str:
 
 
 def render_report(meta: dict) -> str:
-    m, pre, met = meta["model"], meta["preprocessing"], meta["metrics"]
+    m, task, met = meta["model"], meta["task"], meta["metrics"]
+    spec = task["input"]
     par = met["parity_fp32"]
+    held = met["heldout"]
+    metric = held["metric"]
+    io = "; ".join(f"input `{t['name']}` {t['shape']} {t['dtype']}" for t in meta["inputs"])
+    io += "; " + "; ".join(f"output `{t['name']}` {t['shape']} {t['dtype']}" for t in meta["outputs"])
     lines = [
         f"# Deploy bundle: {m['name']}", "",
-        f"- student: `{m['student']}` {m['student_kwargs']}, {m['num_classes']} classes",
-        f"- source run: `{meta['source']['run_dir']}`, sidecar `{meta['source']['model_sidecar']}`",
-        f"- distillation teacher: {meta['source'].get('distill_teacher')}",
-        f"- input `{meta['inputs'][0]['name']}` {meta['inputs'][0]['shape']} float32 (channels {pre['channels']}); "
-        f"output `{meta['outputs'][0]['name']}` {meta['outputs'][0]['shape']}",
-        f"- sensor `{pre['sensor']['name']}` {pre['sensor_height']}x{pre['sensor_width']}, width padded by "
-        f"{pre['width_padding']} to {pre['image_width']}; intensity / {pre['intensity_scale']:g}; "
-        f"points without a pixel get label {pre['unknown_label']}",
-        "", "## Parity (ONNX Runtime fp32 vs PyTorch, real held-out scans)", "",
+        f"- task `{task['kind']}`; student `{m['student']}` {m['student_kwargs']}, {m['num_classes']} classes",
+        f"- {io}",
+        f"- input spec `{spec['kind']}` v{spec['version']}: sensor `{spec['sensor']['name']}` "
+        f"({spec['sensor']['beams']} beams x {spec['sensor']['columns']} columns), image {spec['image_shape']}, channels "
+        f"{spec['channels']}, beams from {spec['beam_source']}; intensity {spec['intensity']}; points without a pixel "
+        f"get label {task['unknown_label']}",
+        f"- data in the bundle: {len(meta['data']['calibration'])} calibration and {len(meta['data']['heldout'])} "
+        "held-out samples (quantize, bench and verify need nothing else)",
+        f"- exported from run `{meta['source']['run_dir']}`; distillation teacher: {meta['source'].get('distill_teacher')}",
+        "", "## Parity (ONNX Runtime fp32 vs PyTorch, real held-out samples)", "",
         f"max abs error {par['max_abs_err']:.3g}, max relative error {par['max_rel_err']:.3g} "
         f"(max|ort-torch| / max|torch|, gate {par['tolerance_rel']:g}), per-element relative "
-        f"{par['max_elem_rel_err']:.3g}, argmax agreement {par['argmax_agreement']:.4%} over {par['samples']} scans.",
+        f"{par['max_elem_rel_err']:.3g}, argmax agreement {par['argmax_agreement']:.4%} over {par['samples']} samples.",
         "", f"## TensorRT {meta['tensorrt']['checked_version']} op check", "",
     ]
     issues = meta["tensorrt"]["unsupported_nodes"]
@@ -39,19 +45,19 @@ def render_report(meta: dict) -> str:
     for prec, info in meta["precisions"].items():
         if prec != "fp32" and info.get("unsupported_nodes"):
             lines += [f"- {prec}: {i}" for i in info["unsupported_nodes"]]
-    lines += ["", "## Accuracy per precision (per-point mIoU %, held-out scenes, ONNX Runtime)", "",
-              "| precision | file | mIoU | drop vs fp32 | max rel err vs fp32 |", "|---|---|---|---|---|"]
-    fp32 = meta["precisions"]["fp32"]["miou"]
+    lines += ["", f"## Accuracy per precision ({metric}, held-out samples, ONNX Runtime)", "",
+              f"| precision | file | {metric} | drop vs fp32 | max rel err vs fp32 |", "|---|---|---|---|---|"]
+    fp32 = meta["precisions"]["fp32"]["heldout_metric"]
     for prec, info in meta["precisions"].items():
-        drop = None if prec == "fp32" or info.get("miou") is None else fp32 - info["miou"]
-        lines.append(f"| {prec} | `{info['file']}` | {_fmt(info.get('miou'))} | {_fmt(drop)} | "
+        drop = None if prec == "fp32" or info.get("heldout_metric") is None else fp32 - info["heldout_metric"]
+        lines.append(f"| {prec} | `{info['file']}` | {_fmt(info.get('heldout_metric'))} | {_fmt(drop)} | "
                      f"{_fmt_g(info.get('max_rel_err_vs_fp32'))} |")
-    lines += ["", f"Pipeline's own (PyTorch) mIoU of this model: {_fmt(met.get('miou_heldout_pipeline'))} "
-              f"over {met.get('miou_points')} points."]
+    lines += ["", f"Pipeline's own (PyTorch) {metric} of this model: {_fmt(met['pipeline'].get('miou_heldout'))}; "
+              f"bundle figures over {held['points']} points of {held['samples']} samples."]
     if "int8" in meta["precisions"]:
         q = meta["precisions"]["int8"]
-        lines += ["", f"INT8: explicit QDQ ({q.get('method')}), calibrated on {q.get('calibration_scans')} labeled "
-                  f"training scans (never the held-out ones); drop {_fmt(fp32 - q['miou'])} mIoU points "
+        lines += ["", f"INT8: explicit QDQ ({q.get('method')}), calibrated on {q.get('calibration_samples')} labelled "
+                  f"training samples (never the held-out ones); drop {_fmt(fp32 - q['heldout_metric'])} points "
                   f"(target <= 2)."]
     if "bench" in meta:
         lines += ["", f"Benchmark: see `{meta['bench']['markdown']}` ({meta['bench']['machine']})."]

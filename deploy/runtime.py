@@ -1,18 +1,17 @@
-"""Run a deploy bundle on raw scans: verify, pre-process, infer (TensorRT or ONNX Runtime), label points.
+"""Run a deploy bundle on raw files: verify, pre-process, infer (TensorRT or ONNX Runtime), post-process.
 
 No torch import anywhere on this path (it is the Jetson runtime image's entry point)::
 
-    load_bundle (sha256 of every file, required metadata fields)
-      -> read_scan (.pcd.bin / .bin) -> intensity / scale -> range_image_input (numpy)
-      -> engine: TensorRT (deploy.tensorrt, when importable with a GPU) else ONNX Runtime
-      -> logits (K, H, W) -> per point argmax at its (row, col); points without a pixel get
-         255 (UNKNOWN_LABEL: outside the sensor's range limits or far from every beam)
-      -> <stem>.labels.npy (uint8, one per point of the input file, atomic write)
+    load_bundle (sha256 of every file, required metadata fields, format version)
+      -> the task's adapter (deploy.tasks, chosen by metadata task.kind): read + pre-process
+      -> engine: TensorRT (deploy.tensorrt, when importable with a GPU) else ONNX Runtime;
+         named inputs -> named outputs
+      -> adapter: post-process, write the result file (atomic)
 
-The engine-level API (:meth:`OrtEngine.run`, :meth:`deploy.tensorrt.TrtEngine.run`) checks
-the input against the static shape and dtype recorded in metadata.json and raises a
-:class:`ValueError` saying what it expected; a silently broadcast or cast input would give
-wrong labels instead of an error.
+Engines take and return ``{name: array}``: :meth:`OrtEngine.run` and
+:meth:`deploy.tensorrt.TrtEngine.run` check every input's name, static shape and dtype
+against the model and raise a :class:`ValueError` saying what was expected; a silently
+broadcast or cast input would give wrong results instead of an error.
 
 ONNX Runtime reference: https://onnxruntime.ai/docs/api/python/api_summary.html
 (``InferenceSession``, ``SessionOptions.graph_optimization_level``, ``intra_op_num_threads``).
@@ -20,34 +19,48 @@ ONNX Runtime reference: https://onnxruntime.ai/docs/api/python/api_summary.html
 
 from __future__ import annotations
 
-import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from modalities.fileio import atomic_write_bytes
-
 from .bundle import Bundle, load_bundle
-from .preprocess import RangeInput, point_labels, range_image_input, read_scan, sensor_from_dict
+from .tasks import adapter_for
 
 log = logging.getLogger("edgedistill.deploy")
 
-ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
 
 
-def check_engine_input(x: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, name: str) -> np.ndarray:
-    """Return ``x`` as a C-contiguous array after checking its exact shape and dtype."""
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"input '{name}': expected a numpy array, got {type(x).__name__}")
-    if tuple(x.shape) != tuple(shape):
-        raise ValueError(
-            f"input '{name}': expected shape {tuple(shape)} (static engine), got {tuple(x.shape)}; "
-            "pre-process scans with deploy.preprocess.range_image_input and batch to the engine's batch size"
-        )
-    if x.dtype != np.dtype(dtype):
-        raise ValueError(f"input '{name}': expected dtype {np.dtype(dtype).name}, got {x.dtype.name}")
-    return np.ascontiguousarray(x)
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def check_feeds(feeds: dict[str, np.ndarray], specs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """``feeds`` as C-contiguous arrays after checking names, exact shapes and dtypes against ``specs``."""
+    if not isinstance(feeds, dict):
+        raise TypeError(f"engine inputs: expected a dict {{name: array}}, got {type(feeds).__name__}")
+    want = [s.name for s in specs]
+    if sorted(feeds) != sorted(want):
+        raise ValueError(f"engine inputs: expected the names {want}, got {sorted(feeds)}")
+    out = {}
+    for spec in specs:
+        x = feeds[spec.name]
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"input '{spec.name}': expected a numpy array, got {type(x).__name__}")
+        if tuple(x.shape) != tuple(spec.shape):
+            raise ValueError(f"input '{spec.name}': expected shape {tuple(spec.shape)} (static engine), got "
+                             f"{tuple(x.shape)}; pre-process with the bundle's task adapter and batch to the engine's "
+                             "batch size")
+        if x.dtype != np.dtype(spec.dtype):
+            raise ValueError(f"input '{spec.name}': expected dtype {np.dtype(spec.dtype).name}, got {x.dtype.name}")
+        out[spec.name] = np.ascontiguousarray(x)
+    return out
 
 
 def ort_session(path: Path, threads: int | None = None, providers: list[str] | None = None, spin: bool = True):
@@ -71,22 +84,26 @@ def ort_session(path: Path, threads: int | None = None, providers: list[str] | N
 
 
 class OrtEngine:
-    """A static-shape ONNX model on ONNX Runtime: ``run(x (B, C, H, W)) -> logits (B, K, H, W)``."""
+    """A static-shape ONNX model on ONNX Runtime: ``run({name: array}) -> {name: array}``."""
 
     backend = "onnxruntime"
 
     def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None,
                  spin: bool = True):
         self.session = ort_session(path, threads, providers, spin)
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.input_shape = tuple(int(d) for d in inp.shape)
-        self.input_dtype = ONNX_DTYPES[inp.type]
-        self.output_name = self.session.get_outputs()[0].name
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        x = check_engine_input(x, self.input_shape, self.input_dtype, self.input_name)
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+        def spec(t) -> TensorSpec:
+            if t.type not in ONNX_DTYPES:
+                raise ValueError(f"{path}: tensor '{t.name}' has type {t.type}, not supported by the runtime")
+            return TensorSpec(t.name, tuple(int(d) for d in t.shape), np.dtype(ONNX_DTYPES[t.type]))
+
+        self.inputs = [spec(t) for t in self.session.get_inputs()]
+        self.outputs = [spec(t) for t in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = check_feeds(feeds, self.inputs)
+        names = [o.name for o in self.outputs]
+        return dict(zip(names, self.session.run(names, feeds), strict=True))
 
 
 def tensorrt_available() -> bool:
@@ -112,60 +129,36 @@ def open_engine(bundle: Bundle, precision: str = "fp32", backend: str = "auto", 
     return OrtEngine(model, threads)
 
 
-class Segmenter:
-    """Raw scan -> per-point labels with a bundle's pre-processing and one engine."""
+class Predictor:
+    """Raw file -> result with a bundle's task adapter and one engine."""
 
     def __init__(self, bundle: Bundle, engine):
         self.bundle = bundle
         self.engine = engine
-        pre = bundle.metadata["preprocessing"]
-        self.sensor = sensor_from_dict(pre["sensor"])
-        self.pre = pre
+        self.adapter = adapter_for(bundle.metadata, bundle.path)
 
-    def preprocess(self, points_raw: np.ndarray) -> RangeInput:
-        """(N, >=4) points with intensity as stored in the file -> :class:`RangeInput`."""
-        pts = np.asarray(points_raw, np.float32)
-        if pts.ndim != 2 or pts.shape[1] < 4:
-            raise ValueError(f"points: expected (N, >=4) x, y, z, intensity, got {pts.shape}")
-        pts = np.concatenate([pts[:, :3], pts[:, 3:4] / float(self.pre["intensity_scale"])], axis=1)
-        return range_image_input(pts, self.sensor, self.pre["channels"], self.pre["means"], self.pre["stds"],
-                                 int(self.pre["width_multiple"]), int(self.pre["height_multiple"]))
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Engine outputs of adapter feeds, cast to each engine input's dtype."""
+        dtypes = {s.name: s.dtype for s in self.engine.inputs}
+        return self.engine.run({k: v.astype(dtypes.get(k, v.dtype), copy=False) for k, v in feeds.items()})
 
-    def logits(self, inp: RangeInput) -> np.ndarray:
-        """(K, H, W) logits of one pre-processed scan (engine batch 1)."""
-        return self.engine.run(inp.image[None].astype(self.engine.input_dtype, copy=False))[0]
+    def predict(self, raw) -> np.ndarray:
+        feeds, state = self.adapter.preprocess(raw)
+        return self.adapter.postprocess(self.run(feeds), state)
 
-    def predict(self, points_raw: np.ndarray) -> np.ndarray:
-        """(N,) uint8 labels (class index into ``metadata.model.classes``; 255 = no pixel)."""
-        inp = self.preprocess(points_raw)
-        return point_labels(self.logits(inp), inp.rows, inp.cols, inp.valid)
-
-
-def labels_path(out_dir: Path, scan: Path) -> Path:
-    name = scan.name
-    for suffix in (".pcd.bin", ".bin", ".pcd", ".ply"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return out_dir / f"{name}.labels.npy"
+    def predict_file(self, path: Path) -> np.ndarray:
+        return self.predict(self.adapter.read(Path(path)))
 
 
 def infer_files(bundle_dir: Path, inputs: list[Path], out_dir: Path | None = None, precision: str = "fp32",
                 backend: str = "auto") -> list[Path]:
-    """Label every scan file in ``inputs``; writes ``<stem>.labels.npy`` next to it (or into ``out_dir``)."""
+    """Run the bundle on every file of ``inputs``; the adapter writes each result next to it (or into ``out_dir``)."""
     from tqdm import tqdm  # noqa: PLC0415
 
     bundle = load_bundle(bundle_dir)
-    seg = Segmenter(bundle, open_engine(bundle, precision, backend))
-    log.info("bundle %s (%s, %s)", bundle.path, precision, seg.engine.backend)
+    pred = Predictor(bundle, open_engine(bundle, precision, backend))
+    log.info("bundle %s (%s, %s, task %s)", bundle.path, precision, pred.engine.backend, pred.adapter.kind)
     written = []
-    for scan in tqdm([Path(p) for p in inputs], desc="infer", unit="scan"):
-        labels = seg.predict(read_scan(scan))
-        dest = labels_path(Path(out_dir) if out_dir else scan.parent, scan)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.save(buf, labels)
-        atomic_write_bytes(dest, buf.getvalue())
-        log.info("%s: %d points, %d without a pixel -> %s", scan.name, len(labels), int((labels == 255).sum()), dest)
-        written.append(dest)
+    for path in tqdm([Path(p) for p in inputs], desc="infer", unit="file"):
+        written.append(pred.adapter.write(pred.predict_file(path), path, out_dir))
     return written

@@ -1,36 +1,26 @@
 """Reading a fine-tuned model from a run: the evaluate stage's ``models/<name>.json`` sidecar.
 
-The sidecar (written by ``pipelines.evaluate.stage.save_segmenter``) is the only contract
-between the pipeline and deploy: student class + kwargs, classes, pre-processing
-parameters, and the real scans to calibrate on (labeled training scans) and to measure
-accuracy on (held-out scenes). No torch, no ``pipelines`` import.
+The sidecar (written by ``pipelines.evaluate.point_segmentation.save_segmenter``) is the only contract
+between the pipeline and deploy: the task kind (which deploy adapter), student class +
+kwargs, classes, the input's pre-processing spec (as the student record carries it), and
+the real samples to calibrate on (labelled training data) and to measure on (held-out).
+``edgedistill export`` copies what it needs into the bundle; nothing reads the sidecar
+after that. No torch, no ``pipelines`` import.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-
-from modalities.lidar.labels import lidarseg_to_16
-from modalities.nuscenes_tables import load_lidarseg, load_points
 
 DEPLOYABLE_STUDENTS = ("range_net",)
 NOT_DEPLOYABLE = {
     "sparse_unet": "the sparse_unet student runs on spconv, which has no ONNX/TensorRT export (and NVIDIA's "
     "libspconv lacks inverse convolution and concat); distill a range_net student (slidr_range) to deploy",
 }
-REQUIRED_SIDECAR_FIELDS = ("student", "student_kwargs", "num_classes", "classes", "weights", "preprocessing",
+REQUIRED_SIDECAR_FIELDS = ("format", "task", "student", "student_kwargs", "num_classes", "classes", "weights", "input",
                            "calibration_scans", "heldout_scans")
-
-
-@dataclass(frozen=True)
-class LabeledScan:
-    token: str
-    points: np.ndarray  # (N, 4) x y z intensity, intensity divided by intensity_scale
-    labels: np.ndarray  # (N,) int64 16-class labels, 255 = ignore
+SIDECAR_FORMAT = 2
 
 
 def list_models(run_dir: Path, evaluate_stage: str | None = None) -> list[Path]:
@@ -79,22 +69,19 @@ def read_sidecar(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model sidecar not found: {path}")
-    side = json.loads(path.read_text())
+    try:
+        side = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); re-run the evaluate stage") from e
     for field in REQUIRED_SIDECAR_FIELDS:
         if field not in side:
-            raise ValueError(f"{path}: missing field '{field}' (re-run the evaluate stage)")
+            raise ValueError(f"{path}: missing field '{field}' (written by an older edgedistill? re-run the evaluate "
+                             "stage with --force)")
+    if side["format"] != SIDECAR_FORMAT:
+        raise ValueError(f"{path}: sidecar format {side['format']}, this tool reads {SIDECAR_FORMAT}; re-run the "
+                         "evaluate stage with --force")
     if side["student"] in NOT_DEPLOYABLE:
         raise ValueError(f"{path.stem}: cannot deploy: {NOT_DEPLOYABLE[side['student']]}")
     if side["student"] not in DEPLOYABLE_STUDENTS:
         raise ValueError(f"{path.stem}: unknown student {side['student']!r}; deployable: {DEPLOYABLE_STUDENTS}")
     return side
-
-
-def load_labeled_scan(ref: dict, intensity_scale: float) -> LabeledScan:
-    """Points (intensity scaled as in training) and 16-class labels of a sidecar scan entry."""
-    raw = load_points(Path(ref["lidar"]))
-    if not ref.get("lidarseg"):
-        raise ValueError(f"scan {ref.get('token')} ({ref['lidar']}) has no lidarseg labels")
-    labels = lidarseg_to_16(load_lidarseg(Path(ref["lidarseg"]), num_points=len(raw)))
-    points = np.concatenate([raw[:, :3], raw[:, 3:4] / intensity_scale], axis=1).astype(np.float32)
-    return LabeledScan(ref.get("token", Path(ref["lidar"]).stem), points, labels)

@@ -14,7 +14,7 @@ Types: Explicit Quantization", https://docs.nvidia.com/deeplearning/tensorrt/lat
   10.1+ deprecates; on 11 networks are strongly typed by default, so the flag is optional
   there and required on 10 (:func:`network_flags`).
 - ``OnnxParser.parse``; parser errors are raised with the node they name.
-- one optimization profile with min = opt = max = the bundle's static input shape;
+- one optimization profile with min = opt = max = each named input's static shape;
 - a timing cache file (``IBuilderConfig.create_timing_cache`` / ``set_timing_cache``),
   reused across builds on the same TensorRT + GPU;
 - ``Builder.build_serialized_network`` -> engine bytes, cached as
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runtime import check_engine_input
+from .runtime import TensorSpec, check_feeds
 
 log = logging.getLogger("edgedistill.deploy")
 
@@ -131,9 +131,9 @@ def engine_cache_key(onnx_sha256: str, trt_version: str, gpu: str, l4t: str | No
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def build_serialized(onnx_path: Path, input_name: str, shape: tuple[int, ...], timing_cache: Path,
+def build_serialized(onnx_path: Path, shapes: dict[str, tuple[int, ...]], timing_cache: Path,
                      workspace_bytes: int = WORKSPACE_BYTES) -> bytes:
-    """Engine bytes of a strongly typed network parsed from ``onnx_path`` (static profile ``shape``)."""
+    """Engine bytes of a strongly typed network parsed from ``onnx_path`` (static profile: ``shapes`` by input name)."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -147,7 +147,8 @@ def build_serialized(onnx_path: Path, input_name: str, shape: tuple[int, ...], t
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, shape, shape, shape)
+    for name, shape in shapes.items():
+        profile.set_shape(name, tuple(shape), tuple(shape), tuple(shape))
     config.add_optimization_profile(profile)
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -183,9 +184,8 @@ def build_engine(bundle, precision: str = "fp32", cache_dir: Path | None = None,
         return engine_path
     safe_gpu = re.sub(r"[^A-Za-z0-9]+", "_", gpu)
     timing = cache / f"timing-trt{trt.__version__}-{safe_gpu}.cache"
-    spec = bundle.input_spec
     log.info("building TensorRT %s engine for %s on %s (L4T %s)", trt.__version__, onnx_path.name, gpu, l4t_release())
-    data = build_serialized(onnx_path, spec["name"], tuple(spec["shape"]), timing)
+    data = build_serialized(onnx_path, {s["name"]: tuple(s["shape"]) for s in bundle.inputs}, timing)
     cache.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(engine_path, data)
     return engine_path
@@ -214,7 +214,9 @@ class _Buffers:
 
     def alloc(self, shape: tuple[int, ...], dtype: np.dtype):
         if self.torch is not None:
-            tdt = {np.dtype(np.float32): self.torch.float32, np.dtype(np.float16): self.torch.float16}[np.dtype(dtype)]
+            tdt = {np.dtype(np.float32): self.torch.float32, np.dtype(np.float16): self.torch.float16,
+                   np.dtype(np.int32): self.torch.int32, np.dtype(np.int64): self.torch.int64,
+                   np.dtype(np.uint8): self.torch.uint8, np.dtype(np.bool_): self.torch.bool}[np.dtype(dtype)]
             t = self.torch.empty(shape, dtype=tdt, device="cuda")
             return t, t.data_ptr()
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
@@ -248,7 +250,7 @@ class _Buffers:
 
 
 class TrtEngine:
-    """A deserialized engine with one static input and one output: ``run(x) -> logits`` (numpy in/out)."""
+    """A deserialized engine with static named inputs and outputs: ``run({name: array}) -> {name: array}``."""
 
     backend = "tensorrt"
 
@@ -264,26 +266,30 @@ class TrtEngine:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         ins = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(ins) != 1 or len(outs) != 1:
-            raise ValueError(f"{engine_path}: expected one input and one output, got {ins} / {outs}")
-        self.input_name, self.output_name = ins[0], outs[0]
-        self.input_shape = tuple(self.engine.get_tensor_shape(self.input_name))
-        self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
-        self.context.set_input_shape(self.input_name, self.input_shape)
-        self.output_shape = tuple(self.context.get_tensor_shape(self.output_name))
-        self.output_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
-        self.buffers = _Buffers()
-        self._in, in_ptr = self.buffers.alloc(self.input_shape, self.input_dtype)
-        self._out, out_ptr = self.buffers.alloc(self.output_shape, self.output_dtype)
-        self.context.set_tensor_address(self.input_name, in_ptr)
-        self.context.set_tensor_address(self.output_name, out_ptr)
+        if not ins or not outs:
+            raise ValueError(f"{engine_path}: expected at least one input and one output, got {ins} / {outs}")
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        x = check_engine_input(x, self.input_shape, self.input_dtype, self.input_name)
-        self.buffers.upload(self._in, x)
+        def dtype(n):
+            return np.dtype(trt.nptype(self.engine.get_tensor_dtype(n)))
+
+        self.inputs = [TensorSpec(n, tuple(self.engine.get_tensor_shape(n)), dtype(n)) for n in ins]
+        for spec in self.inputs:
+            self.context.set_input_shape(spec.name, spec.shape)
+        self.outputs = [TensorSpec(n, tuple(self.context.get_tensor_shape(n)), dtype(n)) for n in outs]
+        self.buffers = _Buffers()
+        self._bufs = {}
+        for spec in self.inputs + self.outputs:
+            buf, ptr = self.buffers.alloc(spec.shape, spec.dtype)
+            self._bufs[spec.name] = buf
+            self.context.set_tensor_address(spec.name, ptr)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = check_feeds(feeds, self.inputs)
+        for name, x in feeds.items():
+            self.buffers.upload(self._bufs[name], x)
         if not self.context.execute_async_v3(self.buffers.handle):
             raise RuntimeError("TensorRT execute_async_v3 failed")
-        return self.buffers.download(self._out, np.empty(self.output_shape, self.output_dtype))
+        return {o.name: self.buffers.download(self._bufs[o.name], np.empty(o.shape, o.dtype)) for o in self.outputs}
 
     def time_device(self, iters: int) -> list[float]:
         """Per-iteration latency (ms) of execute_async_v3 + synchronize, input already on the device."""

@@ -1,8 +1,8 @@
 """Checks that an exported model computes what PyTorch computes, and how accurate each precision is.
 
 Parity (DESIGN.md 6: "verify every export against PyTorch with ONNX Runtime"): the same
-real, pre-processed held-out range images go through the PyTorch module and the ONNX
-model; we report
+real, pre-processed held-out samples go through the PyTorch module and the ONNX model;
+for every named output we report (worst case over outputs and samples)
 
 - ``max_abs_err``  = max over samples and elements of |ort - torch|;
 - ``max_rel_err``  = max over samples of max|ort - torch| / max|torch|  (the gate: a
@@ -12,22 +12,22 @@ model; we report
 
 fp32 must satisfy ``max_rel_err <= 1e-4`` or the export fails.
 
-Accuracy: per-point mIoU on the held-out scans through an engine, exactly as the
-evaluate stage counts it: each valid point reads its pixel's logits, argmax, confusion
-against the 16-class labels. A point with no pixel (outside the sensor's range or beams)
-depends only on the pre-processing, so the same points are excluded for every precision.
+Accuracy: the task adapter's metric (``deploy.tasks``) on the bundle's held-out samples.
+
+``edgedistill verify BUNDLE`` (:func:`verify_bundle`) re-checks a bundle from its own files
+only: every sha256, fp32 parity against the bundle's PyTorch weights (when torch is
+installed), and each precision's held-out metric against the one recorded at export.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from modalities.segmentation_metrics import confusion_matrix, mean_iou
-
-from .preprocess import RangeInput, point_labels
-from .sidecar import LabeledScan
+log = logging.getLogger("edgedistill.deploy")
 
 FP32_REL_TOLERANCE = 1e-4
 
@@ -51,21 +51,32 @@ def compare_outputs(actual: np.ndarray, reference: np.ndarray) -> dict[str, floa
     }
 
 
-def torch_parity(torch_model, run_engine: Callable[[np.ndarray], np.ndarray], images: Sequence[np.ndarray]) -> dict:
-    """Worst-case :func:`compare_outputs` over ``images`` (each (C, H, W)) at batch 1."""
+def worst_case(stats: list[dict]) -> dict:
+    """The worst of several :func:`compare_outputs` results."""
+    worst = {"max_abs_err": 0.0, "max_rel_err": 0.0, "max_elem_rel_err": 0.0, "argmax_agreement": 1.0}
+    for st in stats:
+        for k in ("max_abs_err", "max_rel_err", "max_elem_rel_err"):
+            worst[k] = max(worst[k], st[k]) if not np.isnan(st[k]) else float("nan")
+        if not np.isnan(st["argmax_agreement"]):
+            worst["argmax_agreement"] = min(worst["argmax_agreement"], st["argmax_agreement"])
+    return worst
+
+
+def torch_parity(torch_model, run_engine: Callable[[dict], dict], feeds: Sequence[dict[str, np.ndarray]]) -> dict:
+    """Worst-case :func:`compare_outputs` over every named output of every sample (``feeds``, batch 1)."""
     import torch  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    worst = {"max_abs_err": 0.0, "max_rel_err": 0.0, "max_elem_rel_err": 0.0, "argmax_agreement": 1.0}
-    for img in tqdm(images, desc="parity ORT vs torch", unit="scan"):
+    stats = []
+    for f in tqdm(feeds, desc="parity ORT vs torch", unit="sample"):
         with torch.no_grad():
-            ref = torch_model(torch.from_numpy(img[None])).numpy()
-        stats = compare_outputs(run_engine(img[None]), ref)
-        for k in ("max_abs_err", "max_rel_err", "max_elem_rel_err"):
-            worst[k] = max(worst[k], stats[k])
-        worst["argmax_agreement"] = min(worst["argmax_agreement"], stats["argmax_agreement"])
-    worst["samples"] = len(images)
-    return worst
+            ref = torch_model(*(torch.from_numpy(v) for v in f.values()))
+        ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+        out = run_engine(f)
+        if len(out) != len(ref):
+            raise ParityError(f"the ONNX model has {len(out)} outputs, PyTorch {len(ref)}")
+        stats += [compare_outputs(o, r.numpy()) for o, r in zip(out.values(), ref, strict=True)]
+    return {**worst_case(stats), "samples": len(feeds)}
 
 
 def check_fp32_parity(stats: dict, tolerance: float = FP32_REL_TOLERANCE) -> None:
@@ -76,22 +87,38 @@ def check_fp32_parity(stats: dict, tolerance: float = FP32_REL_TOLERANCE) -> Non
         )
 
 
-def point_miou(
-    logits_of: Callable[[RangeInput], np.ndarray],
-    scans: Sequence[LabeledScan],
-    inputs: Sequence[RangeInput],
-    num_classes: int,
-) -> dict:
-    """Per-point mIoU (%) of an engine over pre-processed scans; invalid points excluded.
+def verify_bundle(bundle_dir: str | Path, tolerance: float = FP32_REL_TOLERANCE, metric_tolerance: float = 1e-6) -> dict:
+    """Re-verify a bundle from its own files; raises :class:`ParityError` on any disagreement.
 
-    Args:
-        logits_of: (K, H, W) logits of one :class:`RangeInput`.
-        scans, inputs: the labeled scans and their pre-processing (same order).
+    Checks every file's sha256 (``load_bundle``), fp32 parity ONNX Runtime vs the bundle's
+    PyTorch weights on the held-out samples (skipped, and said so, without torch), and that
+    each precision's held-out metric equals the one recorded in metadata.json.
     """
-    conf = np.zeros((num_classes, num_classes), np.int64)
-    points = 0
-    for scan, inp in zip(scans, inputs, strict=True):
-        labels = point_labels(logits_of(inp), inp.rows, inp.cols, inp.valid)
-        conf += confusion_matrix(labels[inp.valid], scan.labels[inp.valid], num_classes)
-        points += int(inp.valid.sum())
-    return {"miou": mean_iou(conf), "points": points, "scans": len(scans)}
+    from .bundle import load_bundle  # noqa: PLC0415
+    from .runtime import OrtEngine  # noqa: PLC0415
+    from .tasks import adapter_for  # noqa: PLC0415
+
+    bundle = load_bundle(bundle_dir)
+    meta = bundle.metadata
+    adapter = adapter_for(meta, bundle.path)
+    held = adapter.samples("heldout")
+    out: dict = {"bundle": str(bundle.path), "hashes": f"{len(meta['files'])} files verified", "precisions": {}}
+    try:
+        import torch  # noqa: F401, PLC0415
+
+        module = __import__(type(adapter).__module__, fromlist=["torch_module"]).torch_module(bundle.torch_weights(), meta)
+        feeds = [adapter.preprocess(adapter.read(s.path))[0] for s in held]
+        stats = torch_parity(module, OrtEngine(bundle.model_path("fp32")).run, feeds)
+        check_fp32_parity(stats, tolerance)
+        out["parity_fp32"] = stats
+    except ImportError as e:
+        out["parity_fp32"] = f"skipped: {e}"
+    for prec, info in meta["precisions"].items():
+        value = adapter.metric(OrtEngine(bundle.model_path(prec)).run, held)["value"]
+        recorded = info["heldout_metric"]
+        if not abs(value - recorded) <= metric_tolerance:
+            raise ParityError(f"{bundle.model_path(prec)}: held-out {meta['metrics']['heldout']['metric']} {value:.4f} "
+                              f"differs from the {recorded:.4f} recorded at export")
+        out["precisions"][prec] = value
+        log.info("%s: held-out %s %.2f (recorded %.2f)", prec, meta["metrics"]["heldout"]["metric"], value, recorded)
+    return out

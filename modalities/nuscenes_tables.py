@@ -25,7 +25,6 @@ import numpy as np
 from modalities.camera.calibration import nuscenes_T_cam_from_lidar
 
 LIDAR_CHANNEL = "LIDAR_TOP"
-POINT_COLUMNS = 5  # x, y, z, intensity, ring index
 REQUIRED_TABLES = ("sample", "sample_data", "calibrated_sensor", "ego_pose", "sensor", "scene")
 
 
@@ -52,18 +51,15 @@ class SampleRef:
 
 
 def load_points(path: Path) -> np.ndarray:
-    """(N, 5) float32 points of a nuScenes ``.pcd.bin``; raises naming the file if corrupt."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"lidar file not found: {path}")
-    raw = path.read_bytes()
-    row = POINT_COLUMNS * 4
-    if len(raw) % row:
-        raise ValueError(f"{path}: size {len(raw)} bytes is not a multiple of {row} (5 float32 per point)")
-    points = np.frombuffer(raw, dtype=np.float32).reshape(-1, POINT_COLUMNS).copy()
-    if not np.all(np.isfinite(points)):
-        raise ValueError(f"{path}: contains NaN or inf values")
-    return points
+    """(N, 5) float32 points of a nuScenes ``.pcd.bin`` (x, y, z, intensity 0..255, ring), as stored.
+
+    The one reader is :func:`modalities.lidar.io.read_nuscenes_pcd_bin` (errors name the file);
+    this is its raw-array view for code that wants the five columns.
+    """
+    from modalities.lidar.io import read_nuscenes_pcd_bin
+
+    cloud = read_nuscenes_pcd_bin(path)
+    return np.column_stack([cloud.points_xyz, cloud.intensity, cloud.ring.astype(np.float32)]).astype(np.float32)
 
 
 def load_lidarseg(path: Path, num_points: int | None = None) -> np.ndarray:

@@ -139,6 +139,8 @@ class PipelineConfig(StrictModel):
 
 # String fields that hold either a preset name or a file path (a path has a suffix).
 PRESET_OR_PATH_FIELDS = frozenset({"lidar_sensor"})
+# String fields that hold a folder or a URI (``scheme://``); a relative folder is made absolute.
+PATH_OR_URI_FIELDS = frozenset({"storage_path"})
 
 
 def _absolutize(node: Any, base: Path, field: str = "") -> Any:
@@ -149,6 +151,8 @@ def _absolutize(node: Any, base: Path, field: str = "") -> Any:
     if isinstance(node, Path):
         return node if node.is_absolute() else base / node
     if isinstance(node, str) and field in PRESET_OR_PATH_FIELDS and Path(node).suffix and not Path(node).is_absolute():
+        return str(base / node)
+    if isinstance(node, str) and field in PATH_OR_URI_FIELDS and "://" not in node and not Path(node).is_absolute():
         return str(base / node)
     return node
 

@@ -1,10 +1,15 @@
 """The only place that builds a Ray Train ``TorchTrainer`` (Train V2).
 
 A training stage hands over its per-worker loop and a picklable config; this module picks
-the resources, points Ray's checkpoint storage into the stage folder and passes the newest
+the resources, points Ray's checkpoint storage at ``storage`` and passes the newest
 complete checkpoint left by an earlier, interrupted run of the same stage as
 ``loop_config["resume_from"]``. The loop resumes from ``ray.train.get_checkpoint()`` (a
 worker restarted within this run) or else from ``resume_from`` (see :func:`resume_folder`).
+
+``storage`` is a local folder (the stage folder by default), a shared folder every node
+mounts, or any URI Ray Train accepts as ``RunConfig.storage_path`` (``s3://``, ``gs://``,
+``file://``...): listing and reading go through ``pyarrow.fs``, the filesystem layer Ray
+Train itself uses (https://docs.ray.io/en/latest/train/user-guides/persistent-storage.html).
 
 Checkpoints are folders written by the worker loop; a checkpoint is complete when its
 ``meta.json`` (written last) is present and names its epoch.
@@ -22,29 +27,71 @@ log = logging.getLogger("edgedistill.train")
 META = "meta.json"
 
 
-def latest_checkpoint(storage_dir: Path) -> Path | None:
-    """Newest complete checkpoint folder under ``storage_dir`` (any earlier run), or None."""
-    best: tuple[int, Path] | None = None
-    for meta in storage_dir.glob(f"*/checkpoint_*/{META}"):
+def is_uri(storage: str | Path) -> bool:
+    return "://" in str(storage)
+
+
+def storage_fs(storage: str | Path):
+    """(pyarrow filesystem, path inside it) of a local folder or a URI."""
+    import pyarrow.fs as pafs
+
+    if is_uri(storage):
+        return pafs.FileSystem.from_uri(str(storage))
+    return pafs.LocalFileSystem(), str(Path(storage).resolve())
+
+
+def _join(storage: str | Path, fs_path: str, root: str) -> str | Path:
+    """``fs_path`` (under ``root``) in the form ``storage`` was given: a Path, or a URI."""
+    if not is_uri(storage):
+        return Path(fs_path)
+    return str(storage).rstrip("/") + fs_path[len(root.rstrip("/")):]
+
+
+def latest_checkpoint(storage: str | Path) -> str | Path | None:
+    """Newest complete checkpoint folder under ``storage`` (any earlier run), or None.
+
+    A local ``storage`` gives a :class:`Path`, a URI gives the checkpoint's URI.
+    """
+    import pyarrow.fs as pafs
+
+    fs, root = storage_fs(storage)
+    best: tuple[int, str] | None = None
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        rel = info.path[len(root.rstrip("/")) + 1:].split("/")
+        if len(rel) != 3 or rel[2] != META or not rel[1].startswith("checkpoint_"):
+            continue
         try:
-            epoch = int(json.loads(meta.read_text())["epoch"])
-        except (ValueError, KeyError, json.JSONDecodeError):
+            with fs.open_input_stream(info.path) as f:
+                epoch = int(json.loads(f.read().decode())["epoch"])
+        except (ValueError, KeyError, UnicodeDecodeError):
             continue  # a checkpoint cut off while it was being written
         if best is None or epoch > best[0]:
-            best = (epoch, meta.parent)
-    return best[1] if best else None
+            best = (epoch, info.path.rsplit("/", 1)[0])
+    return _join(storage, best[1], root) if best else None
+
+
+def checkpoint_directory(checkpoint: str | Path):
+    """Context manager: a local folder with the checkpoint's files (downloaded from a URI when needed)."""
+    import ray.train
+
+    if is_uri(checkpoint):
+        return ray.train.Checkpoint(str(checkpoint)).as_directory()
+    return ray.train.Checkpoint.from_directory(str(checkpoint)).as_directory()
 
 
 def fit(
     train_loop: Callable[[dict], Any],
     loop_config: dict,
-    storage_dir: Path,
+    storage: str | Path,
     num_workers: int = 1,
     use_gpu: bool | None = None,
     cpus_per_worker: float | None = None,
     max_failures: int = 2,
 ):
-    """Run ``train_loop`` on ``num_workers`` Ray Train workers; returns the Ray ``Result``."""
+    """Run ``train_loop`` on ``num_workers`` Ray Train workers; returns the Ray ``Result``.
+
+    ``storage``: where Ray Train writes checkpoints (module docstring); a folder or a URI.
+    """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -54,10 +101,14 @@ def fit(
         use_gpu = resources.get("GPU", 0) >= num_workers
     if cpus_per_worker is None:
         cpus_per_worker = max(1.0, resources.get("CPU", 1) // num_workers)
-    storage_dir = storage_dir.resolve()
-    storage_dir.mkdir(parents=True, exist_ok=True)
-    resume = latest_checkpoint(storage_dir)
-    name = f"run-{sum(1 for p in storage_dir.iterdir() if p.is_dir() and p.name.startswith('run-'))}"
+    import pyarrow.fs as pafs
+
+    fs, root = storage_fs(storage)
+    fs.create_dir(root, recursive=True)
+    storage = storage if is_uri(storage) else Path(root)
+    resume = latest_checkpoint(storage)
+    runs = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    name = f"run-{sum(1 for i in runs if i.type == pafs.FileType.Directory and i.base_name.startswith('run-'))}"
     if resume:
         log.info("resuming from checkpoint %s", resume)
     trainer = TorchTrainer(
@@ -71,7 +122,7 @@ def fit(
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(storage_dir),
+            storage_path=str(storage),
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
@@ -83,12 +134,15 @@ def resume_folder(loop_config: dict) -> Path | None:
     """Inside a worker: the checkpoint folder to start from, or None for a fresh start.
 
     Ray's own latest checkpoint of this run wins (a restarted worker); otherwise the one an
-    earlier run of the stage left (``loop_config["resume_from"]``). The path is local
-    (Ray copies a remote checkpoint into a temporary folder).
+    earlier run of the stage left (``loop_config["resume_from"]``, a folder or a URI). The
+    path is local (Ray copies a remote checkpoint into a temporary folder).
     """
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         return Path(checkpoint.to_directory())
-    return Path(loop_config["resume_from"]) if loop_config.get("resume_from") else None
+    resume = loop_config.get("resume_from")
+    if not resume:
+        return None
+    return Path(ray.train.Checkpoint(resume).to_directory()) if is_uri(resume) else Path(resume)

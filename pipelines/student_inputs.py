@@ -5,8 +5,12 @@ evaluation never branch on the architecture beyond this file:
 
 - ``sparse_unet``: cylindrical voxels (first point's intensity as the feature), coords
   shifted non-negative by a multiple of 16; a point reads its voxel's feature.
-- ``range_net``: the range image; a point reads the feature of its (row, col) pixel. A
-  point outside every beam has no pixel (``point_valid`` False).
+- ``range_net``: the range image of a :class:`modalities.lidar.range_spec.RangeImageSpec`
+  (the same object the student record, the deploy bundle and the robot runtime carry); a
+  point reads the feature of its (row, col) pixel. A point outside every beam has no
+  pixel (``point_valid`` False).
+
+Intensities are in [0, 1] (``PointCloud.unit_intensity``: the file format's scale divided out).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from modalities.lidar.range_net import RangeNet, build_range_input, gather_point_features
+from modalities.lidar.range_net import RangeNet, gather_point_features
+from modalities.lidar.range_spec import RangeImageSpec, range_spec_for_student
 from modalities.lidar.sensors import LidarSensor
 from modalities.lidar.sparse_unet import SparseUNet, spatial_shape_for
 from modalities.lidar.voxelize import shift_to_nonnegative, voxelize_cylindrical
@@ -46,14 +51,22 @@ class StudentInput:
         return self
 
 
+def range_spec_of(student: nn.Module, sensor: LidarSensor) -> RangeImageSpec | None:
+    """The range-image spec a range-view ``student`` takes for ``sensor`` (None for other students)."""
+    if not isinstance(student, RangeNet):
+        return None
+    return range_spec_for_student(student.input_multiple, student.input_channels, sensor)
+
+
 def make_student_input(
     kind: str,
     points_xyz: list[np.ndarray],
     intensity: list[np.ndarray],
     voxel_size: tuple[float, float, float] = (0.1, 1.0, 0.1),
-    sensor: LidarSensor | None = None,
+    range_spec: RangeImageSpec | None = None,
+    rings: list[np.ndarray | None] | None = None,
 ) -> StudentInput:
-    """Batch the scans ``points_xyz[b]`` (N_b, 3) with intensities in [0, 1] for ``kind``."""
+    """Batch the scans ``points_xyz[b]`` (N_b, 3) with intensities in [0, 1] (and beam ``rings[b]``) for ``kind``."""
     point_batch = torch.from_numpy(np.concatenate([np.full(len(p), b) for b, p in enumerate(points_xyz)]))
     if kind == "sparse_unet":
         coords, feats, point_voxel = [], [], []
@@ -74,15 +87,15 @@ def make_student_input(
             point_voxel=torch.from_numpy(np.concatenate(point_voxel)),
         )
     if kind == "range_net":
-        if sensor is None:
-            raise ValueError("the range_net student needs the lidar sensor model (dataset.lidar_sensor)")
+        if range_spec is None:
+            raise ValueError("the range_net student needs its range image spec (sensor model, channels, padding)")
         images, rows, cols, valid = [], [], [], []
-        for xyz, inten in zip(points_xyz, intensity):
-            image, row, col, ok = build_range_input(np.concatenate([xyz, inten[:, None]], 1), sensor)
-            images.append(image)
-            rows.append(row.clamp(min=0))
-            cols.append(col.clamp(min=0))
-            valid.append(ok)
+        for xyz, inten, ring in zip(points_xyz, intensity, rings or [None] * len(points_xyz)):
+            inp = range_spec(xyz, inten, ring)
+            images.append(torch.from_numpy(inp.image))
+            rows.append(torch.from_numpy(inp.rows).clamp(min=0))
+            cols.append(torch.from_numpy(inp.cols).clamp(min=0))
+            valid.append(torch.from_numpy(inp.valid))
         return StudentInput(
             kind, len(points_xyz), point_batch, torch.cat(valid),
             range_input=torch.stack(images), point_row=torch.cat(rows), point_col=torch.cat(cols),

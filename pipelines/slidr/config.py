@@ -76,6 +76,10 @@ class DistillConfig(StageConfig):
     amp: bool = True  # mixed precision on GPU (ignored on CPU)
     loader_workers: int = Field(default=2, ge=0)  # torch DataLoader processes per Ray worker
     max_failures: int = Field(default=2, ge=0)  # worker restarts (from the last checkpoint)
+    # Where Ray Train writes checkpoints, as <storage_path>/<run id>/<stage>: a folder every node
+    # sees (shared mount) or a URI Ray Train accepts (s3://..., gs://..., file://...). None: the
+    # stage folder. An interrupted stage resumes from its newest complete checkpoint there.
+    storage_path: str | None = None
     max_train_scans: int | None = Field(default=None, ge=1)  # cap for quick runs
 
     def reads(self) -> tuple[str, ...]:

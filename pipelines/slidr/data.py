@@ -24,16 +24,14 @@ from PIL import Image
 from modalities.camera.calibration import project_points
 from modalities.camera.io import read_image
 from modalities.camera.superpixels import load_superpixels
-from modalities.lidar.sensors import LidarSensor
-from modalities.nuscenes_tables import CameraView, NuScenesTables, load_points
+from modalities.lidar.io import read_nuscenes_pcd_bin
+from modalities.lidar.range_spec import RangeImageSpec
+from modalities.nuscenes_tables import CameraView, NuScenesTables
 
 from ..data.superpixels_stage import superpixel_path
 from ..student_inputs import StudentInput, make_student_input
 from .augment import choose_crop, drop_cuboid_mask, rotate_flip_z
 from .config import AugmentConfig
-
-INTENSITY_SCALE = 255.0  # nuScenes intensities are 0..255; students see [0, 1]
-
 
 @dataclass(frozen=True)
 class ScanRef:
@@ -96,6 +94,7 @@ class ScanItem:
     token: str
     points_xyz: np.ndarray  # (N, 3) augmented
     intensity: np.ndarray  # (N,) in [0, 1]
+    ring: np.ndarray  # (N,) beam index from the file
     images: np.ndarray  # (C, h, w, 3) uint8 crops
     superpixels: np.ndarray  # (C, h, w) int64 per-image ids in [0, budget)
     pair_point: np.ndarray  # (K,) index into points
@@ -124,8 +123,8 @@ class SlidrDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> ScanItem | None:
         scan = self.scans[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        raw = load_points(scan.lidar_path)
-        xyz, intensity = raw[:, :3].copy(), raw[:, 3] / INTENSITY_SCALE
+        cloud = read_nuscenes_pcd_bin(scan.lidar_path)
+        xyz, intensity, ring = cloud.points_xyz.copy(), cloud.unit_intensity(), cloud.ring
         pair_point, pair_camera, pair_rc = scan_pairs(xyz, scan.cameras)
         if len(pair_point) == 0:
             return None  # counted as skipped_no_pairs by collate
@@ -137,7 +136,7 @@ class SlidrDataset(torch.utils.data.Dataset):
                 new_index = np.cumsum(keep) - 1
                 paired = keep[pair_point]
                 pair_point, pair_camera, pair_rc = new_index[pair_point[paired]], pair_camera[paired], pair_rc[paired]
-                xyz, intensity = xyz[keep], intensity[keep]
+                xyz, intensity, ring = xyz[keep], intensity[keep], ring[keep]
         h, w = self.aug.crop_hw
         images = np.empty((len(scan.cameras), h, w, 3), dtype=np.uint8)
         sps = np.empty((len(scan.cameras), h, w), dtype=np.int64)
@@ -163,7 +162,7 @@ class SlidrDataset(torch.utils.data.Dataset):
             keep_pairs[sel[inside]] = True
             out_rc[sel] = rc
         return ScanItem(
-            token=scan.token, points_xyz=xyz.astype(np.float32), intensity=intensity.astype(np.float32),
+            token=scan.token, points_xyz=xyz.astype(np.float32), intensity=intensity.astype(np.float32), ring=ring,
             images=images, superpixels=sps, pair_point=pair_point[keep_pairs], pair_camera=pair_camera[keep_pairs],
             pair_rc=out_rc[keep_pairs], crops_below_min_pairs=below,
         )
@@ -194,8 +193,8 @@ class SlidrBatch:
 class Collate:
     """Picklable collate function: global superpixel ids and the student's input."""
 
-    def __init__(self, student: str, budget: int, voxel_size=(0.1, 1.0, 0.1), sensor: LidarSensor | None = None):
-        self.student, self.budget, self.voxel_size, self.sensor = student, budget, tuple(voxel_size), sensor
+    def __init__(self, student: str, budget: int, voxel_size=(0.1, 1.0, 0.1), range_spec: RangeImageSpec | None = None):
+        self.student, self.budget, self.voxel_size, self.range_spec = student, budget, tuple(voxel_size), range_spec
 
     def __call__(self, items: list[ScanItem | None]) -> SlidrBatch | None:
         skipped = sum(it is None for it in items)
@@ -213,7 +212,8 @@ class Collate:
         ])
         pair_point = np.concatenate([it.pair_point + point_offsets[b] for b, it in enumerate(items)])
         inp = make_student_input(
-            self.student, [it.points_xyz for it in items], [it.intensity for it in items], self.voxel_size, self.sensor
+            self.student, [it.points_xyz for it in items], [it.intensity for it in items], self.voxel_size,
+            self.range_spec, [it.ring for it in items],
         )
         # Pairs whose point has no student feature (outside every range-image beam) are dropped.
         has_feature = inp.point_valid.numpy()[pair_point]

@@ -19,12 +19,13 @@ from modalities.fileio import atomic_write_json, sha256_file
 from modalities.lidar.sensors import load_sensor
 
 from ..plots import save_line_plot
-from ..ray_train import fit
+from ..ray_train import checkpoint_directory, fit, latest_checkpoint
 from ..runner import StageContext, StageResult
 from ..student_record import STUDENT_RECORD
 from .config import DistillConfig
-from .data import INTENSITY_SCALE, list_scans, split_by_scene
-from .model import student_kwargs
+from ..student_inputs import range_spec_of
+from .data import list_scans, split_by_scene
+from .model import build_student, student_kwargs
 from .train import train_loop_per_worker
 
 SKIP_COUNTERS = ("skipped_no_pairs", "images_without_pairs", "crops_below_min_pairs", "pairs_without_student_feature")
@@ -35,20 +36,22 @@ def upstream_config(stage_dir: Path) -> dict:
     return yaml.safe_load((stage_dir / "config.yaml").read_text())
 
 
-def student_record(cfg: DistillConfig, sensor: dict, stage_dir: Path) -> dict:
+def student_record(cfg: DistillConfig, range_spec, stage_dir: Path) -> dict:
     """The self-describing hand-off to evaluation and deploy (they never read this stage's config).
 
     ``input`` says how a scan becomes the student's input: cylindrical voxels of the given
-    size (sparse_unet) or the range image of the sensor model (range_net); intensities are
-    divided by ``intensity_scale`` first (nuScenes stores 0..255).
+    size (sparse_unet) or the full range-image spec (range_net,
+    :class:`modalities.lidar.range_spec.RangeImageSpec`); intensities are in [0, 1], the file
+    format's scale divided out.
     """
     if cfg.student == "sparse_unet":
-        inp = {"kind": "cylindrical_voxels", "voxel_size": list(cfg.sparse_unet.voxel_size)}
+        inp = {"kind": "cylindrical_voxels", "voxel_size": list(cfg.sparse_unet.voxel_size),
+               "intensity": "unit: the file's intensity divided by its format's full scale"}
     else:
-        inp = {"kind": "range_image", "sensor": sensor}
+        inp = range_spec.to_dict()
     return {
-        "format": 1, "kind": cfg.student, "kwargs": student_kwargs(cfg), "task": "point_features",
-        "input": {**inp, "intensity_scale": INTENSITY_SCALE},
+        "format": 2, "kind": cfg.student, "kwargs": student_kwargs(cfg), "task": "point_features",
+        "input": inp,
         "teacher": {"name": cfg.teacher.name, "weights_path": str(cfg.teacher.weights_path or "") or None},
         "method": "slidr", "weights": "student.safetensors",
         "weights_sha256": sha256_file(stage_dir / "student.safetensors"),
@@ -62,34 +65,40 @@ def run_distill(ctx: StageContext) -> StageResult:
     if cfg.max_train_scans:
         train_scans = train_scans[: cfg.max_train_scans]
     budget = int(upstream_config(ctx.inputs[cfg.superpixels])["budget"])
-    sensor = load_sensor(ctx.dataset.lidar_sensor)
+    range_spec = range_spec_of(build_student(cfg), load_sensor(ctx.dataset.lidar_sensor))
     ctx.log.info("%s: %d training scans (%d held out), %d epochs, batch %d", cfg.student, len(train_scans),
                  len(held_out), cfg.optim.epochs, cfg.batch_scans)
+    # Checkpoints: the stage folder, or <storage_path>/<run id>/<stage> (a shared folder or URI for clusters).
+    storage = (f"{cfg.storage_path.rstrip('/')}/{ctx.run_dir.name}/{ctx.name}" if cfg.storage_path
+               else ctx.stage_dir / ".ray_results")
     result = fit(
         train_loop_per_worker,
         {
             "distill": cfg.model_dump(mode="json"),
             "scans": train_scans,
             "budget": budget,
-            "sensor": sensor,
+            "range_spec": range_spec,
             "seed": ctx.seed,
             "tensorboard_dir": str((ctx.stage_dir / "tensorboard").resolve()),
         },
-        storage_dir=ctx.stage_dir / ".ray_results",
+        storage=storage,
         num_workers=cfg.num_workers,
         use_gpu=cfg.use_gpu,
         max_failures=cfg.max_failures,
     )
     if result.error:
         raise result.error
-    with result.checkpoint.as_directory() as folder:
+    # No checkpoint reported by this fit: every epoch had been trained before an interruption,
+    # and the loop only loaded the last checkpoint; take that one.
+    checkpoint = result.checkpoint.as_directory() if result.checkpoint else checkpoint_directory(latest_checkpoint(storage))
+    with checkpoint as folder:
         folder = Path(folder)
         for name in ("student.safetensors", "teacher_head.safetensors"):
             shutil.copyfile(folder / name, ctx.stage_dir / f".{name}.tmp")
             (ctx.stage_dir / f".{name}.tmp").replace(ctx.stage_dir / name)
         history = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)["history"]
     atomic_write_json(ctx.stage_dir / "history.json", history)
-    atomic_write_json(ctx.stage_dir / STUDENT_RECORD, student_record(cfg, sensor.to_dict(), ctx.stage_dir))
+    atomic_write_json(ctx.stage_dir / STUDENT_RECORD, student_record(cfg, range_spec, ctx.stage_dir))
     epochs = [h["epoch"] + 1 for h in history]
     save_line_plot(ctx.stage_dir / "loss_curve.png", {cfg.student: (epochs, [h["loss"] for h in history])},
                    "epoch", "SLidR loss", f"SLidR distillation: {cfg.student}")

@@ -84,7 +84,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     teacher.to(device)
 
     dataset = SlidrDataset(loop_config["scans"], cfg.augment, loop_config["budget"], loop_config["seed"])
-    collate = Collate(cfg.student, loop_config["budget"], cfg.sparse_unet.voxel_size, loop_config["sensor"])
+    collate = Collate(cfg.student, loop_config["budget"], cfg.sparse_unet.voxel_size, loop_config["range_spec"])
     generator = torch.Generator().manual_seed(loop_config["seed"])
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_scans, shuffle=True, collate_fn=collate, num_workers=cfg.loader_workers,

@@ -46,15 +46,29 @@ def _scan_refs(root: Path, version: str) -> list[dict]:
     return refs
 
 
+def _spec(student: RangeNet):
+    from pipelines.student_inputs import range_spec_of
+
+    return range_spec_of(student, load_sensor("vlp16"))
+
+
+def _labeled(ref: dict):
+    """(PointCloud, 16-class labels) of a sidecar scan entry, read as training reads it."""
+    from modalities.lidar.io import read_nuscenes_pcd_bin
+    from modalities.lidar.labels import lidarseg_to_16
+    from modalities.nuscenes_tables import load_lidarseg
+
+    cloud = read_nuscenes_pcd_bin(ref["lidar"])
+    return cloud, lidarseg_to_16(load_lidarseg(Path(ref["lidarseg"]), num_points=len(cloud)))
+
+
 def _range_points(ref: dict, student: RangeNet):
     """(image, rows, cols, labels) of the valid points of one sidecar scan entry, as training sees them."""
-    from deploy.sidecar import load_labeled_scan
-    from modalities.lidar.range_net import build_range_input
-
-    scan = load_labeled_scan(ref, 255.0)
-    mh, mw = student.input_multiple
-    img, rows, cols, valid = build_range_input(scan.points, load_sensor("vlp16"), width_multiple=mw, height_multiple=mh)
-    return img, rows[valid], cols[valid], torch.from_numpy(scan.labels[valid.numpy()]).long()
+    cloud, labels = _labeled(ref)
+    inp = _spec(student).from_cloud(cloud)
+    v = inp.valid
+    return (torch.from_numpy(inp.image), torch.from_numpy(inp.rows[v]), torch.from_numpy(inp.cols[v]),
+            torch.from_numpy(labels[v]).long())
 
 
 def _fit_classifier(student: RangeNet, calib, num_classes: int) -> nn.Linear:
@@ -119,13 +133,13 @@ def make_tiny_run(run_dir: Path, seed: int = 0) -> Path:
     models.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(models / f"{MODEL}.safetensors"))
     sidecar = {
+        "format": 2, "task": "point_segmentation", "input": _spec(student).to_dict(),
+        "label_mapping": "nuScenes lidarseg general index -> 16 benchmark classes",
         "distill_stage": "slidr_range", "student_record": {"teacher": {"name": "efficientnet_lite0"}},
         "label_fraction": 0.5, "student": "range_net", "student_kwargs": STUDENT_KWARGS,
         "num_classes": len(CLASS_NAMES), "classes": list(CLASS_NAMES), "miou_heldout": None,
         "weights": f"{MODEL}.safetensors",
         "state_dict_layout": "student.* = the student, classifier.* = nn.Linear(student.feature_dim, num_classes)",
-        "preprocessing": {"intensity_scale": 255.0, "sensor": load_sensor("vlp16").to_dict(),
-                          "voxel_size": [0.1, 1.0, 0.1], "point_columns": "x y z intensity ring"},
         "calibration_scans": refs[:1], "heldout_scans": refs[1:],
     }
     (models / f"{MODEL}.json").write_text(json.dumps(sidecar, indent=1))
@@ -173,21 +187,20 @@ def torch_point_labels(tiny_run):
     gather and the classifier as the ``nn.Linear`` it is in the pipeline; 255 for points
     without a pixel. No ONNX, no deploy pre/post-processing.
     """
-    from deploy.model import load_segmenter
-    from deploy.sidecar import load_labeled_scan, read_sidecar
-    from modalities.lidar.range_net import build_range_input, gather_point_features
+    from deploy.model import load_range_segmenter
+    from modalities.lidar.range_net import gather_point_features
 
-    side_path = tiny_run / "evaluate" / "models" / f"{MODEL}.json"
-    seg = load_segmenter(side_path, read_sidecar(side_path))
+    models = tiny_run / "evaluate" / "models"
+    seg = load_range_segmenter(models / f"{MODEL}.safetensors", "range_net", STUDENT_KWARGS, len(CLASS_NAMES))
     linear = nn.Linear(seg.student.feature_dim, seg.classifier.out_channels)
     linear.weight.data = seg.classifier.weight.data[:, :, 0, 0]
     linear.bias.data = seg.classifier.bias.data
 
     def labels(ref: dict) -> np.ndarray:
-        scan = load_labeled_scan(ref, 255.0)
-        mh, mw = seg.student.input_multiple
-        img, row, col, valid = build_range_input(scan.points, load_sensor("vlp16"), width_multiple=mw, height_multiple=mh)
-        out = np.full(len(scan.points), 255, np.uint8)
+        cloud, _ = _labeled(ref)
+        inp = _spec(seg.student).from_cloud(cloud)
+        img, row, col, valid = (torch.from_numpy(a) for a in (inp.image, inp.rows, inp.cols, inp.valid))
+        out = np.full(len(cloud), 255, np.uint8)
         with torch.no_grad():
             feats = gather_point_features(seg.student.backbone(img[None]), torch.zeros_like(row[valid]), row[valid], col[valid])
             out[valid.numpy()] = linear(feats).argmax(1).numpy()

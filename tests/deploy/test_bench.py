@@ -14,11 +14,13 @@ def test_params_and_macs_match_torch_forward_hooks(exported_bundle, tiny_run):
     """Oracle: sum over the torch model's Conv2d layers of out_elements * in/groups * kH * kW."""
     import torch
 
-    from deploy.model import load_segmenter
+    from deploy.model import load_range_segmenter
     from deploy.sidecar import read_sidecar
 
     side_path = tiny_run / "evaluate" / "models" / "slidr_range_50pct.json"
-    model = load_segmenter(side_path, read_sidecar(side_path))
+    side = read_sidecar(side_path)
+    model = load_range_segmenter(side_path.parent / side["weights"], side["student"], side["student_kwargs"],
+                                 side["num_classes"])
     macs, params = [], []
 
     def hook(m, _inp, out):
@@ -28,7 +30,7 @@ def test_params_and_macs_match_torch_forward_hooks(exported_bundle, tiny_run):
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):
             m.register_forward_hook(hook)
-    shape = load_bundle(exported_bundle).input_spec["shape"]
+    shape = load_bundle(exported_bundle).inputs[0]["shape"]
     with torch.no_grad():
         model(torch.zeros(shape))
     expected_params = sum(params)  # only the convs on the forward path (the distillation head is not)
@@ -41,7 +43,8 @@ def test_params_and_macs_match_torch_forward_hooks(exported_bundle, tiny_run):
 def test_bench_writes_json_markdown_plot_and_keeps_bundle_valid(bundle_copy):
     out = run_bench(bundle_copy, batch=2, warmup=1, iters=2, threads=1)
     backends = {(r["backend"], r["precision"], r["batch"]) for r in out["results"]}
-    assert {("torch eager", "fp32", 1), ("onnxruntime", "fp32", 1), ("onnxruntime", "int8", 2)} <= backends
+    assert {("torch eager", "fp32", 1), ("onnxruntime", "fp32", 1), ("onnxruntime", "int8", 2)} <= backends, out["skipped"]
+    assert out["inputs"] == {"range_image": [1, 6, 16, 1808]}
     for r in out["results"]:
         assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["throughput_scans_per_s"] > 0
     for name in ("bench.json", "bench.md", "bench.png"):

@@ -1,4 +1,4 @@
-"""End to end at toy size, as a user runs it: pipeline run -> export --quantize -> infer -> bench (real CLIs)."""
+"""End to end at toy size, as a user runs it: pipeline run -> export --quantize -> verify -> infer -> bench (real CLIs)."""
 
 from __future__ import annotations
 
@@ -37,12 +37,17 @@ def test_pipeline_run_to_labels(tmp_path):
     out = subprocess.run([*deploy, "export", str(run), "--quantize"], cwd=ROOT, check=True, capture_output=True,
                          text=True).stdout.strip().splitlines()[-1]
     bundle = Path(out)
-    assert bundle == run / "bundle" / "slidr_range_50pct"
+    assert bundle.resolve() == (run / "deploy" / "slidr_range_50pct").resolve()
     meta = json.loads((bundle / "metadata.json").read_text())
+    assert meta["format_version"] == 2 and meta["task"]["kind"] == "point_segmentation"
     assert meta["metrics"]["parity_fp32"]["max_rel_err"] <= 1e-4
     # The deployed graph reproduces the evaluate stage's own held-out mIoU.
-    assert meta["metrics"]["miou_heldout"]["fp32"] == pytest.approx(meta["metrics"]["miou_heldout_pipeline"], abs=1e-6)
-    assert set(meta["metrics"]["miou_heldout"]) == {"fp32", "fp16", "int8"}
+    held = meta["metrics"]["heldout"]
+    assert held["metric"] == "miou"
+    assert held["by_precision"]["fp32"] == pytest.approx(meta["metrics"]["pipeline"]["miou_heldout"], abs=1e-6)
+    assert set(held["by_precision"]) == {"fp32", "fp16", "int8"}
+    assert {p: v["heldout_metric"] for p, v in meta["precisions"].items()} == held["by_precision"]
+    subprocess.run([*deploy, "verify", str(bundle)], cwd=ROOT, check=True)
     scan = json.loads((run / "evaluate/models/slidr_range_50pct.json").read_text())["heldout_scans"][0]["lidar"]
     subprocess.run([*deploy, "infer", str(bundle), scan, "--out", str(tmp_path / "labels"), "--precision", "int8"],
                    cwd=ROOT, check=True)

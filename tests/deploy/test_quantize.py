@@ -1,4 +1,4 @@
-"""FP16 and INT8 QDQ variants: they run on ONNX Runtime CPU and their held-out mIoU is recorded."""
+"""FP16 and INT8 QDQ variants: they run on ONNX Runtime CPU and their held-out metric (mIoU) is recorded."""
 
 from __future__ import annotations
 
@@ -29,37 +29,38 @@ def test_int8_model_is_explicit_qdq_and_its_miou_is_recorded(exported_bundle):
     assert zps and all(np.all(v == 0) for v in zps.values())
     assert any(v.size > 1 for v in zps.values())
     meta = bundle.metadata
-    int8 = meta["precisions"]["int8"]
-    assert np.isfinite(int8["miou"]) and meta["metrics"]["miou_heldout"]["int8"] == int8["miou"]
-    assert meta["metrics"]["int8_drop"] == pytest.approx(meta["precisions"]["fp32"]["miou"] - int8["miou"])
+    int8, fp32 = meta["precisions"]["int8"], meta["precisions"]["fp32"]
+    assert meta["metrics"]["heldout"]["metric"] == "miou"
+    assert np.isfinite(int8["heldout_metric"]) and meta["metrics"]["heldout"]["by_precision"]["int8"] == int8["heldout_metric"]
+    assert meta["metrics"]["heldout"]["by_precision"]["fp32"] == fp32["heldout_metric"]
+    assert meta["metrics"]["int8_drop"] == pytest.approx(fp32["heldout_metric"] - int8["heldout_metric"])
     # A drop between two real mIoUs (the fixture's segmenter is fitted: fp32 ~19), not 0 - 0;
     # observed ~1.4 points with one calibration scan.
-    assert meta["precisions"]["fp32"]["miou"] > 10.0 and abs(meta["metrics"]["int8_drop"]) <= INT8_MAX_DROP
-    assert int8["calibration_scans"] == 1 and int8["unsupported_nodes"] == []
+    assert fp32["heldout_metric"] > 10.0 and abs(meta["metrics"]["int8_drop"]) <= INT8_MAX_DROP
+    assert int8["calibration_samples"] == len(meta["data"]["calibration"]) == 1 and int8["unsupported_nodes"] == []
     assert "INT8: explicit QDQ" in (exported_bundle / "report.md").read_text()
 
 
-def test_int8_error_vs_fp32_is_measured_on_heldout_scans_and_bounded(exported_bundle, tiny_run):
+def test_int8_error_vs_fp32_is_measured_on_heldout_scans_and_bounded(exported_bundle):
     """The recorded ``max_rel_err_vs_fp32`` of INT8 is what the two models give on the held-out scans, and it is bounded.
 
     Recomputed here (max over scans of max|int8 - fp32| / max|fp32| on the bundle's own
-    pre-processing of each held-out scan), plus the fraction of held-out points whose INT8
-    label is the fp32 label. The fp32 labels are varied (several classes), so the agreement
-    is not that of a constant argmax.
+    pre-processing of each held-out scan stored in ``data/heldout``), plus the fraction of
+    held-out points whose INT8 label is the fp32 label. The fp32 labels are varied (several
+    classes), so the agreement is not that of a constant argmax.
     """
-    from deploy.preprocess import point_labels, range_image_input, sensor_from_dict
-    from deploy.sidecar import load_labeled_scan, read_sidecar
+    from deploy.tasks import adapter_for
+    from deploy.tasks.point_segmentation import point_labels
 
     bundle = load_bundle(exported_bundle)
-    pre = bundle.metadata["preprocessing"]
-    side = read_sidecar(tiny_run / "evaluate" / "models" / "slidr_range_50pct.json")
+    adapter = adapter_for(bundle.metadata, bundle.path)
+    held = adapter.samples("heldout")
+    assert len(held) == 2
     fp32, int8 = OrtEngine(bundle.model_path("fp32")), OrtEngine(bundle.model_path("int8"))
     rel_errs, same, points, classes = [], 0, 0, set()
-    for ref in side["heldout_scans"]:
-        scan = load_labeled_scan(ref, pre["intensity_scale"])
-        inp = range_image_input(scan.points, sensor_from_dict(pre["sensor"]), pre["channels"], pre["means"],
-                                pre["stds"], pre["width_multiple"], pre["height_multiple"])
-        a, q = fp32.run(inp.image[None]), int8.run(inp.image[None])
+    for sample in held:
+        feeds, inp = adapter.preprocess(adapter.read(sample.path))
+        a, q = fp32.run(feeds)["logits"], int8.run(feeds)["logits"]
         rel_errs.append(float(np.abs(q.astype(np.float64) - a).max() / np.abs(a.astype(np.float64)).max()))
         la, lq = (point_labels(x[0], inp.rows, inp.cols, inp.valid)[inp.valid] for x in (a, q))
         same += int((la == lq).sum())
@@ -80,9 +81,10 @@ def test_fp16_model_has_fp16_weights_fp32_io_and_matches_fp32(exported_bundle):
     conv_w = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
     types = {i.name: i.data_type for i in model.graph.initializer}
     assert conv_w and all(types[w] == TensorProto.FLOAT16 for w in conv_w)
-    x = np.random.default_rng(0).standard_normal(bundle.input_spec["shape"]).astype(np.float32)
-    a = OrtEngine(bundle.model_path("fp16")).run(x)
-    b = OrtEngine(bundle.model_path("fp32")).run(x)
+    spec = bundle.inputs[0]
+    x = {spec["name"]: np.random.default_rng(0).standard_normal(spec["shape"]).astype(np.float32)}
+    a = OrtEngine(bundle.model_path("fp16")).run(x)["logits"]
+    b = OrtEngine(bundle.model_path("fp32")).run(x)["logits"]
     assert a.dtype == np.float32 and np.abs(a - b).max() / np.abs(b).max() < 1e-2
     assert bundle.metadata["precisions"]["fp16"]["max_rel_err_vs_fp32"] < 1e-2
 
@@ -98,5 +100,8 @@ def test_calibration_must_not_see_heldout_scans(tiny_run_factory, tmp_path):
     side["calibration_scans"] = side["heldout_scans"][:1]
     side_path.write_text(json.dumps(side))
     path = export_bundle(tmp_path / "run", max_scans=1)
-    with pytest.raises(ValueError, match="calibration must not see held-out data"):
+    token = side["heldout_scans"][0]["token"]
+    with pytest.raises(ValueError, match=rf"calibration samples \['{token}'\] are also held-out samples; calibration "
+                                         "must not see held-out data"):
         quantize_bundle(path, ("int8",))
+    assert not (path / "model_int8.onnx").exists()

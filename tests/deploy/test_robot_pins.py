@@ -56,3 +56,9 @@ def test_bundle_runs_with_the_robot_image_pins(exported_bundle, tiny_run, tmp_pa
     infer(py, image, "fp16")
     robot, here = infer(py, image, "fp32"), infer(sys.executable, ROOT, "fp32")
     assert np.mean(robot == here) > 0.999, versions.stdout
+    # `verify` runs there from the bundle alone (no torch: parity is skipped and said so), and the
+    # held-out metrics agree with the recorded ones within the tolerance documented for another runtime.
+    proc = subprocess.run([py, "-m", "deploy.cli", "verify", str(exported_bundle), "--metric-tolerance", "0.5"],
+                          cwd=image, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, versions.stdout + proc.stderr[-3000:]
+    assert "skipped" in proc.stdout and "fp32" in proc.stdout and "int8" in proc.stdout

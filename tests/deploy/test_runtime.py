@@ -1,4 +1,4 @@
-"""Runtime: raw scan file -> labels through the CLI, torch-free import path."""
+"""Runtime: raw scan file -> labels through the CLI and ``Predictor``, torch-free import path."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 
 from deploy.bundle import load_bundle
 from deploy.cli import main
-from deploy.runtime import OrtEngine, Segmenter
+from deploy.runtime import OrtEngine, Predictor
+from modalities.lidar.io import PointCloud
 
 MODEL = "slidr_range_50pct"
 
@@ -40,10 +41,33 @@ def test_infer_cli_writes_uint8_labels_per_point(bundle_copy, tiny_run, tmp_path
 
 def test_points_without_a_pixel_get_255(bundle_copy):
     bundle = load_bundle(bundle_copy)
-    seg = Segmenter(bundle, OrtEngine(bundle.model_path("fp32")))
-    pts = np.array([[10.0, 0.0, 0.0, 100.0], [0.1, 0.0, 0.0, 5.0], [1.0, 0.0, 50.0, 5.0]], np.float32)
-    labels = seg.predict(pts)
+    pred = Predictor(bundle, OrtEngine(bundle.model_path("fp32")))
+    assert pred.adapter.kind == "point_segmentation"
+    cloud = PointCloud(np.array([[10.0, 0.0, 0.0], [0.1, 0.0, 0.0], [1.0, 0.0, 50.0]], np.float32),
+                       np.array([100.0, 5.0, 5.0], np.float32), intensity_full_scale=255.0)
+    labels = pred.predict(cloud)
+    assert labels.dtype == np.uint8 and labels.shape == (3,)
     assert labels[0] < 16 and labels[1] == 255 and labels[2] == 255  # too close; far above every beam
+
+
+def test_kitti_file_of_the_same_points_gets_the_same_labels(bundle_copy, tiny_run, tmp_path, torch_point_labels):
+    """A KITTI .bin (intensity 0..1, no ring) of a held-out scan's points: the torch oracle's labels too.
+
+    The fixture's scans lie on the sensor's beams (ring = nearest beam by elevation), so the
+    labels may not depend on the file format; an intensity divided by the wrong full scale
+    (x255 or /255 twice) changes the input and with it some labels.
+    """
+    side = json.loads((tiny_run / "evaluate" / "models" / f"{MODEL}.json").read_text())
+    ref = side["heldout_scans"][0]
+    raw = np.fromfile(ref["lidar"], np.float32).reshape(-1, 5)
+    kitti = tmp_path / "scan.bin"
+    np.concatenate([raw[:, :3], raw[:, 3:4] / 255.0], 1).astype(np.float32).tofile(kitti)
+    pred = Predictor(load_bundle(bundle_copy), OrtEngine(load_bundle(bundle_copy).model_path("fp32")))
+    want = torch_point_labels(ref)
+    np.testing.assert_array_equal(pred.predict_file(Path(ref["lidar"])), want)
+    np.testing.assert_array_equal(pred.predict_file(kitti), want)
+    assert main(["infer", str(bundle_copy), str(kitti), "--out", str(tmp_path / "out")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "scan.labels.npy"), want)
 
 
 def test_cli_reports_tampered_bundle_without_traceback(bundle_copy, tmp_path, capsys):
@@ -61,14 +85,17 @@ def test_missing_scan_file_is_named(bundle_copy, tmp_path):
 
 def test_runtime_path_imports_without_torch():
     """The Jetson image has no torch: the runtime modules must not import it."""
-    code = ("import sys\nimport deploy.runtime, deploy.tensorrt, deploy.preprocess, deploy.bundle, deploy.cli, "
-            "deploy.report, deploy.sidecar, deploy.trt_ops, modalities.segmentation_metrics\n"
+    code = ("import sys\nimport deploy.runtime, deploy.tensorrt, deploy.tasks, deploy.tasks.point_segmentation, "
+            "deploy.bundle, deploy.cli, deploy.report, deploy.sidecar, deploy.trt_ops, deploy.verify, "
+            "modalities.lidar.io, modalities.lidar.range_spec, modalities.segmentation_metrics\n"
+            "from deploy.tasks import adapter_class\n"
+            "assert adapter_class('point_segmentation').kind == 'point_segmentation'\n"
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_help_of_every_subcommand(capsys):
-    for cmd in ("export", "quantize", "bench", "infer"):
+    for cmd in ("export", "quantize", "bench", "verify", "infer"):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
@@ -79,3 +106,13 @@ def test_help_of_every_subcommand(capsys):
 def test_infer_with_tensorrt_backend_but_no_tensorrt_is_a_clean_cli_error(bundle_copy, tmp_path, capsys):
     assert main(["infer", str(bundle_copy), str(tmp_path / "x.pcd.bin"), "--backend", "tensorrt"]) == 2
     assert "TensorRT is not installed" in capsys.readouterr().err
+
+
+def test_verify_on_the_robot_without_torch_still_checks_every_precision(bundle_copy):
+    """Without torch (the Jetson image) ``verify`` skips only the PyTorch parity, and says so."""
+    code = ("import sys\nsys.modules['torch'] = None  # as if not installed\n"
+            "from deploy.verify import verify_bundle\n"
+            f"out = verify_bundle({str(bundle_copy)!r})\n"
+            "assert out['parity_fp32'].startswith('skipped'), out['parity_fp32']\n"
+            "assert sorted(out['precisions']) == ['fp16', 'fp32', 'int8'], out\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

@@ -67,17 +67,32 @@ def test_tensorrt_engine_matches_onnxruntime(exported_bundle, precision, tmp_pat
 
     if dtrt.cuda_device_name() is None:
         pytest.skip("no CUDA device")
+    from deploy.tasks import adapter_for
+
     bundle = load_bundle(exported_bundle)
     path = dtrt.build_engine(bundle, precision, cache_dir=tmp_path)
     assert dtrt.build_engine(bundle, precision, cache_dir=tmp_path) == path  # cache hit
     assert list(tmp_path.glob("timing-*.cache"))
-    x = np.random.default_rng(0).standard_normal(bundle.input_spec["shape"]).astype(np.float32)
-    got = dtrt.TrtEngine(path).run(x)
-    ref = OrtEngine(bundle.model_path(precision)).run(x)
+    engine, ort = dtrt.TrtEngine(path), OrtEngine(bundle.model_path(precision))
+    # The same named, static inputs and outputs as ONNX Runtime's, as metadata.json declares them.
+    assert [(s.name, s.shape, s.dtype) for s in engine.inputs] == [(s.name, s.shape, s.dtype) for s in ort.inputs]
+    assert [(s.name, s.shape, s.dtype) for s in engine.outputs] == [(s.name, s.shape, s.dtype) for s in ort.outputs]
+    assert [s.name for s in engine.inputs] == [s["name"] for s in bundle.inputs] == ["range_image"]
+    assert [s.name for s in engine.outputs] == [s["name"] for s in bundle.outputs] == ["logits"]
+    # A real held-out sample of the bundle (logits that vary), pre-processed by its adapter.
+    adapter = adapter_for(bundle.metadata, bundle.path)
+    feeds = adapter.preprocess(adapter.read(adapter.samples("heldout")[0].path))[0]
+    got, ref = engine.run(feeds), ort.run(feeds)
+    assert list(got) == list(ref) == ["logits"]
     tol = {"fp32": 1e-3, "fp16": 2e-2, "int8": 0.1}[precision]
-    assert np.abs(got - ref).max() / np.abs(ref).max() < tol
+    assert np.abs(got["logits"] - ref["logits"]).max() / np.abs(ref["logits"]).max() < tol
+    x = feeds["range_image"]
     with pytest.raises(ValueError, match="expected shape"):
-        dtrt.TrtEngine(path).run(x[:, :, :8])
+        engine.run({"range_image": x[:, :, :8]})
+    with pytest.raises(ValueError, match=r"expected the names \['range_image'\]"):
+        engine.run({"image": x})
+    with pytest.raises(ValueError, match=r"expected the names \['range_image'\]"):
+        engine.run({"range_image": x, "ring": x})
 
 
 class _Recorder:
@@ -171,7 +186,7 @@ def test_build_engine_flow_with_a_recording_tensorrt(exported_bundle, tmp_path, 
     bundle = load_bundle(exported_bundle)
     path = dtrt.build_engine(bundle, "int8", cache_dir=tmp_path)
     assert path.read_bytes() == b"ENGINE" and path.name.startswith("model_int8-")
-    shape = tuple(bundle.input_spec["shape"])
+    shape = tuple(bundle.inputs[0]["shape"])
     assert ("network_flags", 2) in fake.calls and ("build",) in fake.calls
     assert ("set_shape", "range_image", shape, shape, shape) in fake.calls
     timing = next(tmp_path.glob("timing-trt10.3.0-Orin_fake_.cache"))
@@ -182,3 +197,18 @@ def test_build_engine_flow_with_a_recording_tensorrt(exported_bundle, tmp_path, 
     assert ("timing_cache_in", b"timing:") in fake.calls  # the timing cache is fed back
     monkeypatch.setenv("EDGEDISTILL_ENGINE_CACHE", str(tmp_path / "env"))
     assert dtrt.build_engine(bundle, "fp32").parent == tmp_path / "env"
+
+
+def test_build_serialized_sets_a_static_profile_for_every_named_input(tmp_path, monkeypatch):
+    """Each input name gets min = opt = max = its own shape (a multi-input graph, e.g. a future task)."""
+    fake = _Recorder()
+    monkeypatch.setattr(dtrt, "import_tensorrt", lambda: fake)
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"onnx")
+    data = dtrt.build_serialized(onnx_path, {"range_image": [1, 6, 16, 1808], "mask": (1, 1, 16, 1808)},
+                                 tmp_path / "timing.cache")
+    assert data == b"ENGINE" and ("parse", 4) in fake.calls
+    shapes = [c for c in fake.calls if c[0] == "set_shape"]
+    assert shapes == [("set_shape", "range_image", (1, 6, 16, 1808), (1, 6, 16, 1808), (1, 6, 16, 1808)),
+                      ("set_shape", "mask", (1, 1, 16, 1808), (1, 1, 16, 1808), (1, 1, 16, 1808))]
+    assert fake.calls.count(("profile",)) == 1

@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 
 from modalities.lidar.range_net import RangeNet
 from modalities.lidar.sensors import load_sensor
-from pipelines.student_inputs import PointFeatureNet, make_student_input
+from pipelines.student_inputs import PointFeatureNet, make_student_input, range_spec_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,10 +35,11 @@ def _scan(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     torch.manual_seed(0)  # the same initial weights on both ranks
-    model = torch.nn.parallel.DistributedDataParallel(PointFeatureNet(RangeNet(out_dim=8, widths=[8, 8, 8, 8, 8])))
+    student = RangeNet(out_dim=8, widths=[8, 8, 8, 8, 8])
+    model = torch.nn.parallel.DistributedDataParallel(PointFeatureNet(student))
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     xyz, inten = _scan(seed=rank)  # a different scan on each rank
-    inp = make_student_input("range_net", [xyz], [inten], sensor=load_sensor("vlp16"))
+    inp = make_student_input("range_net", [xyz], [inten], range_spec=range_spec_of(student, load_sensor("vlp16")))
     for _ in range(3):
         loss = model(inp)[inp.point_valid][:, 0].mean()  # (features are unit-norm: not their norm)
         opt.zero_grad()

@@ -9,15 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modalities.lidar.range_net import (
-    DEFAULT_CHANNEL_STATS,
-    RANGE_CHANNELS,
-    RangeNet,
-    build_range_input,
-    gather_point_features,
-)
+from modalities.lidar.range_net import RangeNet, gather_point_features
+from modalities.lidar.range_view import DEFAULT_CHANNEL_STATS, RANGE_CHANNELS
+from modalities.lidar.range_spec import RangeImageSpec
 from modalities.lidar.range_view import project_to_range_image, unproject_range_image
 from modalities.lidar.sensors import LidarSensor, load_sensor
+
+
+def build_range_input(points, sensor, channels=RANGE_CHANNELS, means=(), stds=(), width_multiple=16, height_multiple=1):
+    """The network input through the one pre-processing object, as torch tensors (image, rows, cols, valid)."""
+    spec = RangeImageSpec(sensor, tuple(channels), tuple(means), tuple(stds), width_multiple, height_multiple)
+    inp = spec(points[:, :3], points[:, 3])
+    return tuple(torch.from_numpy(a) for a in (inp.image, inp.rows, inp.cols, inp.valid))
 
 SMALL_NET = dict(widths=(8, 8, 16, 16, 16))
 HDL32_1024 = LidarSensor(name="hdl32e_1024", beams=32, vertical_fov_deg=(-30.67, 10.67), columns=1024,

@@ -4,6 +4,8 @@ import torch
 
 from modalities.camera.superpixels import load_superpixels, save_superpixels
 from modalities.errors import DataError
+from modalities.lidar.range_spec import range_spec_for_student
+from modalities.lidar.range_view import RANGE_CHANNELS
 from modalities.lidar.sensors import load_sensor
 from pipelines.slidr.config import AugmentConfig, DistillConfig
 from pipelines.slidr.data import Collate, SlidrDataset, list_scans, scan_pairs, split_by_scene
@@ -99,7 +101,8 @@ def test_collate_global_ids_and_loss_falls(slidr_set, student):
     root, sp_dir = slidr_set
     train, _ = split_by_scene(list_scans(root, VERSION, sp_dir), 1)
     ds = SlidrDataset(train, AUG, BUDGET, seed=0)
-    collate = Collate(student, BUDGET, sensor=load_sensor("hdl32e"))
+    spec = range_spec_for_student((4, 16), RANGE_CHANNELS, load_sensor("hdl32e"))
+    collate = Collate(student, BUDGET, range_spec=spec)
     batch = collate([ds[0], ds[1], None])
     assert batch.stats["skipped_no_pairs"] == 1 and batch.stats["scans"] == 2
     assert batch.superpixels.max() < batch.num_superpixels == 2 * 6 * BUDGET

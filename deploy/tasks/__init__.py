@@ -1,0 +1,35 @@
+"""Deploy adapters: one per deployable task kind, chosen by ``metadata.json``'s ``task.kind``.
+
+An adapter is everything task-specific between a raw file and an engine and back; the
+rest of :mod:`deploy` (export, quantize, bench, verify, infer, TensorRT) only moves named
+arrays. Each adapter module defines a class with the interface of
+:class:`deploy.tasks.base.TaskAdapter` (numpy only at import: it runs on the robot) and
+the export-side functions ``torch_module`` and ``write_samples`` (torch imported lazily).
+
+Adding a task kind (e.g. clip classification of keyword audio, BEV segmentation): write
+``deploy/tasks/<kind>.py`` and add one line to :data:`ADAPTERS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import TaskAdapter
+
+# task kind -> "module:class"
+ADAPTERS: dict[str, str] = {
+    "point_segmentation": "deploy.tasks.point_segmentation:PointSegmentation",
+}
+
+
+def adapter_class(kind: str) -> type[TaskAdapter]:
+    """The adapter class of a task kind; a ValueError naming the known kinds otherwise."""
+    if kind not in ADAPTERS:
+        raise ValueError(f"no deploy adapter for task kind {kind!r}; known: {sorted(ADAPTERS)}")
+    module, cls = ADAPTERS[kind].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def adapter_for(metadata: dict, bundle_dir=None) -> TaskAdapter:
+    """The adapter of a bundle's metadata (``task.kind``), bound to its folder."""
+    return adapter_class(metadata["task"]["kind"])(metadata, bundle_dir)
