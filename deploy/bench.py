@@ -203,8 +203,12 @@ def bench_trt(bundle, precision: str, feeds: dict[str, np.ndarray], warmup: int,
 
 
 def run_bench(bundle_dir: str | Path, batch: int = 4, warmup: int = 5, iters: int = 30, threads: int | None = None,
-              backends: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")) -> dict:
-    """Benchmark a bundle; returns the result dict (also written to ``report/``)."""
+              backends: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt"), out_dir: str | Path | None = None) -> dict:
+    """Benchmark a bundle; returns the result dict.
+
+    The JSON / Markdown / PNG go to the bundle's ``report/`` (and metadata.json names them),
+    or to ``out_dir`` when given, leaving the bundle untouched (e.g. mounted read-only on a robot).
+    """
     from tqdm import tqdm  # noqa: PLC0415
 
     from .tasks import adapter_for  # noqa: PLC0415
@@ -249,12 +253,14 @@ def run_bench(bundle_dir: str | Path, batch: int = 4, warmup: int = 5, iters: in
     out = {"machine": machine_description(), "threads": threads, "warmup": warmup, "iters": iters,
            "inputs": {s["name"]: s["shape"] for s in bundle.inputs}, **count_params_macs(bundle.model_path("fp32")),
            "results": results, "skipped": skipped}
-    report = bundle.path / "report"
-    report.mkdir(exist_ok=True)
+    report = Path(out_dir) if out_dir else bundle.path / "report"
+    report.mkdir(parents=True, exist_ok=True)
     atomic_write_json(report / "bench.json", out)
     atomic_write_text(report / "bench.md", render_markdown(out))
     if not plot(out, report / "bench.png"):
         skipped["plot"] = "matplotlib not installed"
+    if out_dir:
+        return out
     meta = bundle.metadata
     meta["bench"] = {"json": "report/bench.json", "markdown": "report/bench.md", "machine": out["machine"]}
     write_report(bundle.path, meta)

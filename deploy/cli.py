@@ -54,8 +54,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
     out = run_bench(args.bundle, batch=args.batch, warmup=args.warmup, iters=args.iters, threads=args.threads,
-                    backends=tuple(args.backend or ("torch", "onnxruntime", "tensorrt")))
-    print(Path(args.bundle) / "report" / "bench.md")
+                    backends=tuple(args.backend or ("torch", "onnxruntime", "tensorrt")), out_dir=args.out)
+    print((args.out or Path(args.bundle) / "report") / "bench.md")
     log.info("machine: %s", out["machine"])
     return 0
 
@@ -119,6 +119,7 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime (default: all cores)")
     b.add_argument("--backend", action="append", choices=["torch", "onnxruntime", "tensorrt"],
                    help="backend to include (repeatable; default all that are installed)")
+    b.add_argument("--out", type=Path, help="write the report here instead of into the bundle (a read-only bundle)")
     b.set_defaults(fn=_cmd_bench)
 
     v = sub.add_parser(

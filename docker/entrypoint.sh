@@ -2,7 +2,8 @@
 # Jetson runtime entrypoint: build (or reuse) the TensorRT engine in the mounted cache, then run.
 #
 #   docker run ... IMAGE infer /data/scan.pcd.bin ... [--out /out]
-#   docker run ... IMAGE bench [--iters 100]
+#   docker run ... IMAGE bench [--iters 100]      # report into /out/bench (the bundle is mounted read-only)
+#   docker run ... IMAGE verify         # hashes + held-out metrics from the bundle alone (no engine)
 #   docker run ... IMAGE build          # only build the engine
 #   docker run ... IMAGE shell          # bash
 #
@@ -26,6 +27,11 @@ if [ ! -f "$BUNDLE/metadata.json" ]; then
   exit 2
 fi
 
+if [ "$cmd" = "verify" ]; then
+  # INT8/FP16 kernels of this image's onnxruntime may differ from the exporting machine's.
+  exec python3 -m deploy.cli verify "$BUNDLE" --metric-tolerance 0.5 "$@"
+fi
+
 if [ "$BACKEND" != "onnxruntime" ]; then
   if python3 -c "import tensorrt" 2>/dev/null; then
     # First start: builds the engine for this TensorRT + GPU + L4T into the cache; later: a cache hit.
@@ -41,6 +47,6 @@ fi
 case "$cmd" in
   build) exit 0 ;;
   infer) exec python3 -m deploy.cli infer "$BUNDLE" --precision "$PRECISION" --backend "$BACKEND" "$@" ;;
-  bench) exec python3 -m deploy.cli bench "$BUNDLE" --backend onnxruntime --backend tensorrt "$@" ;;
-  *) echo "entrypoint: unknown command '$cmd' (infer, bench, build, shell)" >&2; exit 2 ;;
+  bench) exec python3 -m deploy.cli bench "$BUNDLE" --backend onnxruntime --backend tensorrt --out /out/bench "$@" ;;
+  *) echo "entrypoint: unknown command '$cmd' (infer, bench, verify, build, shell)" >&2; exit 2 ;;
 esac

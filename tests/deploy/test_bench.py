@@ -58,3 +58,18 @@ def test_bench_writes_json_markdown_plot_and_keeps_bundle_valid(bundle_copy):
 
     dims = [d.dim_value for d in onnx.load(str(bundle_copy / "model.onnx")).graph.input[0].type.tensor_type.shape.dim]
     assert dims[0] == 1
+
+
+def test_bench_into_another_folder_leaves_a_read_only_bundle_untouched(bundle_copy, tmp_path):
+    """The robot image mounts the bundle read-only: ``bench --out`` must write nothing into it."""
+    import os
+
+    from deploy.cli import main
+
+    before = {p: p.read_bytes() for p in bundle_copy.rglob("*") if p.is_file()}
+    assert main(["bench", str(bundle_copy), "--out", str(tmp_path / "bench"), "--iters", "2", "--warmup", "1",
+                 "--batch", "1", "--backend", "onnxruntime"]) == 0
+    assert sorted(p for p in bundle_copy.rglob("*") if p.is_file()) == sorted(before)  # no file added
+    assert {p: p.read_bytes() for p in bundle_copy.rglob("*") if p.is_file()} == before
+    out = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert {r["precision"] for r in out["results"]} == {"fp32", "fp16", "int8"} and os.path.getsize(tmp_path / "bench" / "bench.md")
