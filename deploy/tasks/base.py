@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ class Sample:
     target: Path  # the reference output (e.g. per-point labels .npy)
 
 
-class TaskAdapter:
+class TaskAdapter(ABC):
     """Raw file -> named engine inputs -> named engine outputs -> result file, plus the task metric.
 
     Subclasses set :attr:`kind` and implement every method below. ``metadata`` is the
@@ -34,21 +35,21 @@ class TaskAdapter:
         self.meta = metadata
         self.bundle_dir = None if bundle_dir is None else Path(bundle_dir)
 
+    @abstractmethod
     def read(self, path: Path) -> Any:
         """A raw input file -> the task's in-memory sample (errors name the file)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def preprocess(self, raw: Any) -> tuple[Feeds, Any]:
         """(engine feeds, state needed by :meth:`postprocess`) of one raw sample."""
-        raise NotImplementedError
 
+    @abstractmethod
     def postprocess(self, outputs: Feeds, state: Any) -> np.ndarray:
         """The task's result of one sample from the engine's named outputs."""
-        raise NotImplementedError
 
+    @abstractmethod
     def write(self, result: np.ndarray, source: Path, out_dir: Path | None) -> Path:
         """Write ``result`` of the input file ``source`` (atomically); returns the path."""
-        raise NotImplementedError
 
     def samples(self, split: str) -> list[Sample]:
         """The bundle's stored samples of ``split`` (``calibration`` or ``heldout``)."""
@@ -57,6 +58,6 @@ class TaskAdapter:
         return [Sample(s["token"], self.bundle_dir / s["input"], self.bundle_dir / s["target"])
                 for s in self.meta["data"][split]]
 
+    @abstractmethod
     def metric(self, run: Callable[[Feeds], Feeds], samples: list[Sample]) -> dict:
         """The task metric of an engine (``run``: feeds -> outputs) on ``samples``: {"name", "value", ...}."""
-        raise NotImplementedError
