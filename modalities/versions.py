@@ -9,7 +9,8 @@ from importlib import metadata
 # What a pipeline run records; a deploy bundle passes its own, shorter list.
 TRACKED = (
     "edgedistill", "torch", "torchvision", "torchaudio", "numpy", "scikit-image", "open3d",
-    "ray", "pydantic", "spconv-cu120", "spconv-cu126", "onnx", "onnxruntime", "tensorrt",
+    "ray", "pydantic", "spconv-cu120", "spconv-cu126", "onnx", "onnxruntime", "tensorrt", "opencv-contrib-python-headless",
+    "soundfile",
 )
 
 

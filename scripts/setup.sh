@@ -10,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(libusb-1.0-0 libgl1 libgomp1)
+# open3d: libusb-1.0-0 libgl1 libgomp1; the keyword-audio generator (modalities/audio): espeak-ng.
+SYSTEM_PACKAGES=(libusb-1.0-0 libgl1 libgomp1 espeak-ng)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
