@@ -150,9 +150,9 @@ def bench_torch(bundle, feeds: dict[str, np.ndarray], warmup: int, iters: int, t
                 device: str = "cpu") -> dict:
     import torch  # noqa: PLC0415
 
-    from .tasks import adapter_class  # noqa: PLC0415
+    from .tasks import task_module  # noqa: PLC0415
 
-    task_mod = __import__(adapter_class(bundle.metadata["task"]["kind"]).__module__, fromlist=["torch_module"])
+    task_mod = task_module(bundle.metadata["task"]["kind"])
     rss0 = _rss()
     model = task_mod.torch_module(bundle.torch_weights(), bundle.metadata).to(device)
     torch.set_num_threads(threads)

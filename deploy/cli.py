@@ -111,7 +111,8 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser(
         "bench", formatter_class=HelpFormatter, help="latency p50/p90/p99, throughput and memory of torch / ONNX Runtime / TensorRT",
         description="Warm-up then timed runs at batch 1 and --batch for torch eager, every ONNX precision of the "
-        "bundle on ONNX Runtime and TensorRT where installed; writes report/bench.{json,md,png} into the bundle.")
+        "bundle on ONNX Runtime and TensorRT where installed; writes report/bench.{json,md,png} into the bundle "
+        "(or into --out).")
     b.add_argument("bundle", type=Path, help="bundle folder")
     b.add_argument("--batch", type=int, default=4, help="the larger batch size (benchmark-only model copy)")
     b.add_argument("--warmup", type=int, default=5, help="untimed runs first")

@@ -30,7 +30,7 @@ from .bundle import (FORMAT_VERSION, PRECISION_FILES, default_bundle_dir, librar
                      write_metadata)
 from .report import write_report
 from .sidecar import choose_model, read_sidecar
-from .tasks import adapter_class
+from .tasks import adapter_class, task_module
 from .trt_ops import TRT_VERSION_CHECKED, unsupported_nodes
 from .verify import FP32_REL_TOLERANCE, check_fp32_parity, torch_parity
 
@@ -76,7 +76,7 @@ def export_bundle(run_dir: str | Path, model_name: str | None = None, out: str |
     name = sidecar_path.stem
     final = Path(out) if out else default_bundle_dir(run_dir, name)
     cls = adapter_class(sidecar["task"])
-    task_mod = __import__(cls.__module__, fromlist=["task_metadata"])
+    task_mod = task_module(sidecar["task"])
     if not sidecar["heldout_scans"]:
         raise ValueError(f"{sidecar_path}: no held-out samples to verify the export on")
 

@@ -96,7 +96,7 @@ def verify_bundle(bundle_dir: str | Path, tolerance: float = FP32_REL_TOLERANCE,
     """
     from .bundle import load_bundle  # noqa: PLC0415
     from .runtime import OrtEngine  # noqa: PLC0415
-    from .tasks import adapter_for  # noqa: PLC0415
+    from .tasks import adapter_for, task_module  # noqa: PLC0415
 
     bundle = load_bundle(bundle_dir)
     meta = bundle.metadata
@@ -106,7 +106,7 @@ def verify_bundle(bundle_dir: str | Path, tolerance: float = FP32_REL_TOLERANCE,
     try:
         import torch  # noqa: F401, PLC0415
 
-        module = __import__(type(adapter).__module__, fromlist=["torch_module"]).torch_module(bundle.torch_weights(), meta)
+        module = task_module(meta["task"]["kind"]).torch_module(bundle.torch_weights(), meta)
         feeds = [adapter.preprocess(adapter.read(s.path))[0] for s in held]
         stats = torch_parity(module, OrtEngine(bundle.model_path("fp32")).run, feeds)
         check_fp32_parity(stats, tolerance)

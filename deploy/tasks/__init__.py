@@ -30,6 +30,12 @@ def adapter_class(kind: str) -> type[TaskAdapter]:
     return getattr(importlib.import_module(module), cls)
 
 
+def task_module(kind: str):
+    """The module of a task kind's adapter: its export-side functions (``task_metadata``, ``io_metadata``,
+    ``write_samples``, ``torch_module``) live beside the adapter class."""
+    return importlib.import_module(adapter_class(kind).__module__)
+
+
 def adapter_for(metadata: dict, bundle_dir=None) -> TaskAdapter:
     """The adapter of a bundle's metadata (``task.kind``), bound to its folder."""
     return adapter_class(metadata["task"]["kind"])(metadata, bundle_dir)
