@@ -6,7 +6,13 @@ batch 1 (the deployed static model) and a larger batch (a copy of the ONNX graph
 batch dimension set to N, written to a temporary folder: the deployed model stays batch 1):
 
 - ``warmup`` untimed runs, then ``iters`` timed runs; latency p50/p90/p99/mean in ms per
-  inference (one call on the whole batch); throughput = batch * 1000 / mean latency (scans/s);
+  inference (one call on the whole batch); throughput = batch * 1000 / mean latency (samples
+  per second: scans, clips; the key keeps its historical name ``throughput_scans_per_s``);
+- end to end at batch 1 (backend ``onnxruntime end-to-end``, ``tensorrt end-to-end``, every
+  precision): the task adapter's numpy pre-processing (lidar: range-image projection; audio:
+  the log-mel front-end) + the engine + the adapter's post-processing, per sample, on a
+  held-out sample already read from its file (a robot gets scans / audio from a driver);
+  ``stages_ms`` times each numpy step alone (``read`` the file, ``preprocess``, ``postprocess``);
 - peak memory: the process RSS increase from before the engine is created to the peak
   after the timed runs (sampled after every run; ONNX Runtime and torch CPU allocations
   are outside Python's tracemalloc), and ``torch.cuda.max_memory_allocated`` for torch on GPU;
@@ -27,6 +33,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -133,6 +140,57 @@ def time_calls(fn, warmup: int, iters: int, rss0: int) -> tuple[list[float], int
     return times, peak - rss0
 
 
+def stage_stats(times_ms: list[float]) -> dict:
+    t = np.asarray(times_ms)
+    return {"iters": len(t), "p50_ms": float(np.percentile(t, 50)), "p90_ms": float(np.percentile(t, 90)),
+            "mean_ms": float(t.mean())}
+
+
+def bench_stages(adapter, sample, fp32_model: Path, warmup: int, iters: int) -> tuple[dict, dict[str, np.ndarray], Any, Any]:
+    """Times of the adapter's numpy steps on one sample: (stats per step, feeds, pre-processing state, raw sample).
+
+    ``read`` (decode the file), ``preprocess`` (raw sample -> engine feeds) and ``postprocess``
+    (engine outputs -> result, with the fp32 ONNX Runtime outputs of the sample).
+    """
+    from .runtime import OrtEngine  # noqa: PLC0415
+
+    raw = adapter.read(sample.path)
+    feeds, state = adapter.preprocess(raw)
+    outputs = OrtEngine(fp32_model, threads=1).run(feeds)
+    steps = {"read": lambda: adapter.read(sample.path), "preprocess": lambda: adapter.preprocess(raw),
+             "postprocess": lambda: adapter.postprocess(outputs, state)}
+    stats = {name: stage_stats(time_calls(fn, warmup, iters, _rss())[0]) for name, fn in steps.items()}
+    return stats, feeds, state, raw
+
+
+def bench_end_to_end(adapter, engine, raw, warmup: int, iters: int, rss0: int) -> dict:
+    """Latency of pre-processing + ``engine`` + post-processing of one raw sample (batch 1)."""
+    dtypes = {s.name: s.dtype for s in engine.inputs}
+
+    def call():
+        feeds, state = adapter.preprocess(raw)
+        adapter.postprocess(engine.run({k: v.astype(dtypes.get(k, v.dtype), copy=False) for k, v in feeds.items()}),
+                            state)
+
+    times, mem = time_calls(call, warmup, iters, rss0)
+    return {**latency_stats(times, 1), "peak_mem_mb": mem / 2**20, "memory": "process RSS increase",
+            "includes": "adapter.preprocess + engine + adapter.postprocess (sample already read from its file)"}
+
+
+def bench_ort_end_to_end(adapter, path: Path, raw, warmup: int, iters: int, threads: int) -> dict:
+    from .runtime import OrtEngine  # noqa: PLC0415
+
+    rss0 = _rss()
+    return bench_end_to_end(adapter, OrtEngine(path, threads=threads), raw, warmup, iters, rss0)
+
+
+def bench_trt_end_to_end(bundle, adapter, precision: str, raw, warmup: int, iters: int) -> dict:
+    from .tensorrt import TrtEngine, build_engine  # noqa: PLC0415
+
+    out = bench_end_to_end(adapter, TrtEngine(build_engine(bundle, precision)), raw, warmup, iters, _rss())
+    return {**out, "peak_mem_mb": None, "memory": "n/a (TensorRT device memory)"}
+
+
 def _batch(feeds: dict[str, np.ndarray]) -> int:
     return int(next(iter(feeds.values())).shape[0])
 
@@ -216,7 +274,12 @@ def run_bench(bundle_dir: str | Path, batch: int = 4, warmup: int = 5, iters: in
     bundle = load_bundle(bundle_dir)
     threads = threads or max(1, os.cpu_count() or 1)
     adapter = adapter_for(bundle.metadata, bundle.path)
-    example = adapter.preprocess(adapter.read(adapter.samples("heldout")[0].path))[0]  # a real input, batch 1
+    noun = adapter.sample_noun
+    # A real held-out input, batch 1, and the time of each numpy step of the task on it.
+    stages, example, _, raw = bench_stages(adapter, adapter.samples("heldout")[0], bundle.model_path("fp32"), warmup,
+                                           iters)
+    log.info("numpy steps per %s: read %.2f ms, pre-process %.2f ms, post-process %.2f ms (p50)", noun,
+             stages["read"]["p50_ms"], stages["preprocess"]["p50_ms"], stages["postprocess"]["p50_ms"])
     results: list[dict] = []
     skipped: dict[str, str] = {}
     jobs = []
@@ -238,6 +301,12 @@ def run_bench(bundle_dir: str | Path, batch: int = 4, warmup: int = 5, iters: in
                 for prec in bundle.metadata["precisions"]:
                     jobs.append(("tensorrt", prec, b,
                                  lambda p=prec, x=x: bench_trt(bundle, p, x, warmup, iters, Path(tmp))))
+        for prec in bundle.metadata["precisions"] if "onnxruntime" in backends else ():
+            jobs.append(("onnxruntime end-to-end", prec, 1, lambda p=bundle.model_path(prec):
+                         bench_ort_end_to_end(adapter, p, raw, warmup, iters, threads)))
+        for prec in bundle.metadata["precisions"] if "tensorrt" in backends else ():
+            jobs.append(("tensorrt end-to-end", prec, 1, lambda p=prec:
+                         bench_trt_end_to_end(bundle, adapter, p, raw, warmup, iters)))
         for backend, prec, b, job in tqdm(jobs, desc="bench", unit="config"):
             try:
                 r = job()
@@ -248,11 +317,12 @@ def run_bench(bundle_dir: str | Path, batch: int = 4, warmup: int = 5, iters: in
                 skipped[f"{backend} {prec}"] = str(e)
                 continue
             results.append({"backend": backend, "precision": prec, **r})
-            log.info("%s %s batch %d: p50 %.2f ms, %.1f scans/s", backend, prec, b, r["p50_ms"],
-                     r["throughput_scans_per_s"])
+            log.info("%s %s batch %d: p50 %.2f ms, %.1f %ss/s", backend, prec, b, r["p50_ms"],
+                     r["throughput_scans_per_s"], noun)
     out = {"machine": machine_description(), "threads": threads, "warmup": warmup, "iters": iters,
+           "task": bundle.metadata["task"]["kind"], "sample_noun": noun,
            "inputs": {s["name"]: s["shape"] for s in bundle.inputs}, **count_params_macs(bundle.model_path("fp32")),
-           "results": results, "skipped": skipped}
+           "stages_ms": stages, "results": results, "skipped": skipped}
     report = Path(out_dir) if out_dir else bundle.path / "report"
     report.mkdir(parents=True, exist_ok=True)
     atomic_write_json(report / "bench.json", out)
@@ -269,12 +339,20 @@ def run_bench(bundle_dir: str | Path, batch: int = 4, warmup: int = 5, iters: in
 
 
 def render_markdown(out: dict) -> str:
+    noun = out.get("sample_noun", "sample")
     lines = [f"# Benchmark on {out['machine']}", "",
              f"{out['threads']} intra-op threads, {out['warmup']} warm-up + {out['iters']} timed runs on a held-out "
-             f"sample; inputs {out['inputs']} (batch 1 deployed; larger batches are benchmark-only copies). "
-             f"Deployed network: {out['params'] / 1e6:.3f} M params, {out['macs'] / 1e9:.3f} GMAC per scan.", "",
-             "| backend | precision | batch | p50 ms | p90 ms | p99 ms | scans/s | peak mem MB |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{noun}; inputs {out['inputs']} (batch 1 deployed; larger batches are benchmark-only copies). "
+             f"Deployed network: {out['params'] / 1e6:.3f} M params, {out['macs'] / 1e9:.3f} GMAC per {noun}.", ""]
+    st = out.get("stages_ms")
+    if st:
+        lines += [f"Per {noun}, numpy on the CPU (p50 / p90 ms): read the file {st['read']['p50_ms']:.2f} / "
+                  f"{st['read']['p90_ms']:.2f}, pre-processing {st['preprocess']['p50_ms']:.2f} / "
+                  f"{st['preprocess']['p90_ms']:.2f}, post-processing {st['postprocess']['p50_ms']:.2f} / "
+                  f"{st['postprocess']['p90_ms']:.2f}. The `end-to-end` rows time pre-processing + engine + "
+                  f"post-processing of one {noun} (already read from its file); the other rows the engine alone.", ""]
+    lines += [f"| backend | precision | batch | p50 ms | p90 ms | p99 ms | {noun}s/s | peak mem MB |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in out["results"]:
         mem = "-" if r.get("peak_mem_mb") is None else f"{r['peak_mem_mb']:.1f}"
         lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "

@@ -61,14 +61,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from .runtime import infer_files
 
-    try:
-        written = infer_files(Path(args.bundle), [Path(i) for i in args.inputs], args.out, args.precision, args.backend)
+    try:  # one line per file as it is done (tqdm.write keeps the progress bar on stderr intact)
+        infer_files(Path(args.bundle), [Path(i) for i in args.inputs], args.out, args.precision, args.backend,
+                    echo=tqdm.write)
     except ImportError as e:  # --backend tensorrt without TensorRT: a usage error, not a crash
         raise ValueError(str(e)) from e
-    for p in written:
-        print(p)
     return 0
 
 
@@ -136,15 +137,19 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(fn=_cmd_verify)
 
     i = sub.add_parser(
-        "infer", formatter_class=HelpFormatter, help="run a bundle on raw files (lidar scans -> per-point labels)",
+        "infer", formatter_class=HelpFormatter,
+        help="run a bundle on raw files (lidar scans -> per-point labels; audio clips -> top-k keywords)",
         description="Verify the bundle's hashes, pre-process each file with the bundle's task adapter, run TensorRT "
-        "if available else ONNX Runtime, and write the result. Point segmentation: scans in .pcd.bin (nuScenes, "
+        "if available else ONNX Runtime, and write the result; prints one line per file (the written file, after "
+        "a summary where the task has one). Point segmentation: scans in .pcd.bin (nuScenes, "
         "intensity 0..255), .bin (KITTI, 0..1), .pcd or .ply; writes <stem>.labels.npy (uint8 class index per point "
         "of the file; 255 = the point has no range-image pixel) and warns when a scan's beam layout does not match "
-        "the model's sensor.")
+        "the model's sensor. Keyword spotting: .wav or .flac clips (any channel count and sample rate: mixed to "
+        "mono, resampled to 16 kHz; the middle second of a longer clip is scored); prints the top-k keywords with "
+        "their probabilities and writes them to <stem>.keywords.json.")
     i.add_argument("bundle", type=Path, help="bundle folder")
-    i.add_argument("inputs", nargs="+", help="scan files")
-    i.add_argument("--out", type=Path, help="folder for the .labels.npy files (default: next to each scan)")
+    i.add_argument("inputs", nargs="+", help="input files (lidar scans, audio clips)")
+    i.add_argument("--out", type=Path, help="folder for the result files (default: next to each input)")
     i.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="model of the bundle to run")
     i.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"],
                    help="auto: TensorRT where installed, else ONNX Runtime")

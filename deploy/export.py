@@ -29,7 +29,7 @@ import numpy as np
 from .bundle import (FORMAT_VERSION, PRECISION_FILES, default_bundle_dir, library_versions, publish, staging_folder,
                      write_metadata)
 from .report import write_report
-from .sidecar import choose_model, read_sidecar
+from .sidecar import choose_model, read_sidecar, sample_refs
 from .tasks import adapter_class, task_module
 from .trt_ops import TRT_VERSION_CHECKED, unsupported_nodes
 from .verify import FP32_REL_TOLERANCE, check_fp32_parity, torch_parity
@@ -50,6 +50,18 @@ def export_onnx(model, example: dict[str, np.ndarray], output_names: list[str], 
         input_names=list(example), output_names=output_names, do_constant_folding=True,
     )
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def pipeline_metric(sidecar: dict) -> dict:
+    """``metrics.pipeline``: the evaluate stage's own (PyTorch) held-out metric of the model, as its sidecar says.
+
+    Lidar sidecars carry ``miou_heldout`` (a number, kept under that key); others
+    ``metric_heldout`` ``{"name", "value"}``. ``{"name", "value"}`` is always present (value None when unknown).
+    """
+    if "metric_heldout" in sidecar:
+        m = sidecar["metric_heldout"] or {}
+        return {"name": m.get("name"), "value": m.get("value")}
+    return {"name": "miou", "value": sidecar.get("miou_heldout"), "miou_heldout": sidecar.get("miou_heldout")}
 
 
 def export_bundle(run_dir: str | Path, model_name: str | None = None, out: str | Path | None = None,
@@ -77,7 +89,7 @@ def export_bundle(run_dir: str | Path, model_name: str | None = None, out: str |
     final = Path(out) if out else default_bundle_dir(run_dir, name)
     cls = adapter_class(sidecar["task"])
     task_mod = task_module(sidecar["task"])
-    if not sidecar["heldout_scans"]:
+    if not sample_refs(sidecar, "heldout"):
         raise ValueError(f"{sidecar_path}: no held-out samples to verify the export on")
 
     staging = staging_folder(final)
@@ -88,14 +100,14 @@ def export_bundle(run_dir: str | Path, model_name: str | None = None, out: str |
         data = {split: task_mod.write_samples(staging, sidecar, split, max_scans if split == "heldout" else None)
                 for split in ("calibration", "heldout")}
         inputs, outputs = task_mod.io_metadata(sidecar)
-        teacher = (sidecar.get("student_record") or {}).get("teacher", {}).get("name")
+        teacher = ((sidecar.get("student_record") or {}).get("teacher") or {}).get("name")
         meta = {
             "format_version": FORMAT_VERSION,
             "task": task_mod.task_metadata(sidecar),
             "model": {"name": name, "student": sidecar["student"], "student_kwargs": sidecar["student_kwargs"],
                       "num_classes": int(sidecar["num_classes"]), "classes": list(sidecar["classes"]),
                       "torch_weights": TORCH_WEIGHTS,
-                      "deployed_graph": "student.backbone -> Conv1x1(classifier) -> per-pixel logits",
+                      "deployed_graph": task_mod.DEPLOYED_GRAPH,
                       "distill_stage": sidecar.get("distill_stage"), "label_fraction": sidecar.get("label_fraction")},
             "inputs": inputs, "outputs": outputs, "data": data,
             "onnx": {"opset": OPSET, "exporter": "torch.onnx.export(dynamo=False)", "static_shapes": True},
@@ -120,12 +132,15 @@ def export_bundle(run_dir: str | Path, model_name: str | None = None, out: str |
         check_fp32_parity(stats, tolerance)
         metric = adapter.metric(engine.run, held)
         log.info("fp32 %s (ONNX Runtime, %d held-out samples): %.2f", metric["name"], len(held), metric["value"])
+        heldout = {"metric": metric["name"], "samples": metric["samples"], "by_precision": {"fp32": metric["value"]}}
+        heldout |= {k: metric[k] for k in ("points",) if k in metric}
+        if "confusion" in metric:
+            heldout["confusion_fp32"] = metric["confusion"]
         meta.update({
             "tensorrt": {"checked_version": TRT_VERSION_CHECKED, "unsupported_nodes": issues},
-            "metrics": {"pipeline": {"miou_heldout": sidecar.get("miou_heldout")},
+            "metrics": {"pipeline": pipeline_metric(sidecar),
                         "parity_fp32": {**stats, "tolerance_rel": tolerance},
-                        "heldout": {"metric": metric["name"], "points": metric["points"], "samples": metric["samples"],
-                                    "by_precision": {"fp32": metric["value"]}}},
+                        "heldout": heldout},
             "precisions": {"fp32": {"file": PRECISION_FILES["fp32"], "heldout_metric": metric["value"]}},
         })
         write_report(staging, meta)

@@ -7,6 +7,13 @@ from pathlib import Path
 from modalities.fileio import atomic_write_text
 
 
+def _describe_input(task: dict) -> str:
+    """The task adapter module's one-line description of the input contract."""
+    from .tasks import task_module  # noqa: PLC0415
+
+    return task_module(task["kind"]).describe_input(task)
+
+
 def _fmt(v) -> str:
     return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
@@ -17,7 +24,6 @@ def _fmt_g(v) -> str:
 
 def render_report(meta: dict) -> str:
     m, task, met = meta["model"], meta["task"], meta["metrics"]
-    spec = task["input"]
     par = met["parity_fp32"]
     held = met["heldout"]
     metric = held["metric"]
@@ -27,10 +33,7 @@ def render_report(meta: dict) -> str:
         f"# Deploy bundle: {m['name']}", "",
         f"- task `{task['kind']}`; student `{m['student']}` {m['student_kwargs']}, {m['num_classes']} classes",
         f"- {io}",
-        f"- input spec `{spec['kind']}` v{spec['version']}: sensor `{spec['sensor']['name']}` "
-        f"({spec['sensor']['beams']} beams x {spec['sensor']['columns']} columns), image {spec['image_shape']}, channels "
-        f"{spec['channels']}, beams from {spec['beam_source']}; intensity {spec['intensity']}; points without a pixel "
-        f"get label {task['unknown_label']}",
+        f"- {_describe_input(task)}",
         f"- data in the bundle: {len(meta['data']['calibration'])} calibration and {len(meta['data']['heldout'])} "
         "held-out samples (quantize, bench and verify need nothing else)",
         f"- exported from run `{meta['source']['run_dir']}`; distillation teacher: {meta['source'].get('distill_teacher')}",
@@ -52,8 +55,17 @@ def render_report(meta: dict) -> str:
         drop = None if prec == "fp32" or info.get("heldout_metric") is None else fp32 - info["heldout_metric"]
         lines.append(f"| {prec} | `{info['file']}` | {_fmt(info.get('heldout_metric'))} | {_fmt(drop)} | "
                      f"{_fmt_g(info.get('max_rel_err_vs_fp32'))} |")
-    lines += ["", f"Pipeline's own (PyTorch) {metric} of this model: {_fmt(met['pipeline'].get('miou_heldout'))}; "
-              f"bundle figures over {held['points']} points of {held['samples']} samples."]
+    pipe = met["pipeline"]
+    pipe_value = pipe.get("value", pipe.get("miou_heldout"))
+    counted = f"{held['points']} points of " if "points" in held and held["points"] != held["samples"] else ""
+    lines += ["", f"Pipeline's own (PyTorch) {pipe.get('name') or metric} of this model: {_fmt(pipe_value)}; "
+              f"bundle figures over {counted}{held['samples']} samples."]
+    conf = held.get("confusion_fp32")
+    if conf:
+        classes = m["classes"]
+        lines += ["", "## Confusion matrix (fp32, held-out; rows = label, columns = prediction)", "",
+                  "| label \\ prediction | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+        lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(classes, conf, strict=True)]
     if "int8" in meta["precisions"]:
         q = meta["precisions"]["int8"]
         lines += ["", f"INT8: explicit QDQ ({q.get('method')}), calibrated on {q.get('calibration_samples')} labelled "

@@ -20,6 +20,7 @@ ONNX Runtime reference: https://onnxruntime.ai/docs/api/python/api_summary.html
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,14 +152,26 @@ class Predictor:
 
 
 def infer_files(bundle_dir: Path, inputs: list[Path], out_dir: Path | None = None, precision: str = "fp32",
-                backend: str = "auto") -> list[Path]:
-    """Run the bundle on every file of ``inputs``; the adapter writes each result next to it (or into ``out_dir``)."""
+                backend: str = "auto", echo: Callable[[str], None] | None = None) -> list[Path]:
+    """Run the bundle on every file of ``inputs``; the adapter writes each result next to it (or into ``out_dir``).
+
+    ``echo`` (e.g. ``print``) receives one line per file as soon as it is done: the adapter's
+    :meth:`~deploy.tasks.base.TaskAdapter.summary` of the result (keyword spotting: the top-k
+    keywords with their scores) and ``-> <written file>``, or the written file alone.
+    """
     from tqdm import tqdm  # noqa: PLC0415
 
     bundle = load_bundle(bundle_dir)
     pred = Predictor(bundle, open_engine(bundle, precision, backend))
     log.info("bundle %s (%s, %s, task %s)", bundle.path, precision, pred.engine.backend, pred.adapter.kind)
-    written = []
+    written: list[Path] = []
     for path in tqdm([Path(p) for p in inputs], desc="infer", unit="file"):
-        written.append(pred.adapter.write(pred.predict_file(path), path, out_dir))
+        result = pred.predict_file(path)
+        dest = pred.adapter.write(result, path, out_dir)
+        if dest in written:
+            log.warning("%s: overwrites the result of an earlier input of this run (same file stem)", dest)
+        written.append(dest)
+        if echo is not None:
+            line = pred.adapter.summary(result, path)
+            echo(str(dest) if line is None else f"{line} -> {dest}")
     return written

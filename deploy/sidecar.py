@@ -1,9 +1,11 @@
 """Reading a fine-tuned model from a run: the evaluate stage's ``models/<name>.json`` sidecar.
 
-The sidecar (written by ``pipelines.evaluate.point_segmentation.save_segmenter``) is the only contract
-between the pipeline and deploy: the task kind (which deploy adapter), student class +
-kwargs, classes, the input's pre-processing spec (as the student record carries it), and
-the real samples to calibrate on (labelled training data) and to measure on (held-out).
+The sidecar (written by the evaluate stage, e.g. ``pipelines.evaluate.point_segmentation.save_segmenter``)
+is the only contract between the pipeline and deploy: the task kind (which deploy adapter),
+student class + kwargs, classes, the input's pre-processing spec (as the student record carries
+it), and the real samples to calibrate on (labelled training data) and to measure on (held-out):
+``calibration_samples`` / ``heldout_samples`` (lidar sidecars: ``calibration_scans`` /
+``heldout_scans``), each entry in the format of the task's adapter.
 ``edgedistill export`` copies what it needs into the bundle; nothing reads the sidecar
 after that. No torch, no ``pipelines`` import.
 """
@@ -13,13 +15,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DEPLOYABLE_STUDENTS = ("range_net",)
+DEPLOYABLE_STUDENTS = ("range_net", "ds_cnn")
 NOT_DEPLOYABLE = {
     "sparse_unet": "the sparse_unet student runs on spconv, which has no ONNX/TensorRT export (and NVIDIA's "
     "libspconv lacks inverse convolution and concat); distill a range_net student (slidr_range) to deploy",
 }
-REQUIRED_SIDECAR_FIELDS = ("format", "task", "student", "student_kwargs", "num_classes", "classes", "weights", "input",
-                           "calibration_scans", "heldout_scans")
+REQUIRED_SIDECAR_FIELDS = ("format", "task", "student", "student_kwargs", "num_classes", "classes", "weights", "input")
+# (calibration, held-out) sample lists: one of these pairs must be present.
+SAMPLE_FIELDS = (("calibration_samples", "heldout_samples"), ("calibration_scans", "heldout_scans"))
 SIDECAR_FORMAT = 2
 
 
@@ -58,7 +61,8 @@ def choose_model(run_dir: Path, name: str | None, evaluate_stage: str | None = N
     if len(deployable) == 1:
         return deployable[0]
     if not deployable:
-        raise ValueError(f"{run_dir} has no deployable (range_net) model; have {[_label(p) for p in sidecars]}. "
+        raise ValueError(f"{run_dir} has no deployable ({'/'.join(DEPLOYABLE_STUDENTS)}) model; have "
+                         f"{[_label(p) for p in sidecars]}. "
                          + NOT_DEPLOYABLE["sparse_unet"])
     raise ValueError(f"{run_dir} has several deployable models {[_label(p) for p in deployable]}; "
                      "pick one with --model")
@@ -77,6 +81,9 @@ def read_sidecar(path: Path) -> dict:
         if field not in side:
             raise ValueError(f"{path}: missing field '{field}' (written by an older edgedistill? re-run the evaluate "
                              "stage with --force)")
+    if not any(all(f in side for f in pair) for pair in SAMPLE_FIELDS):
+        raise ValueError(f"{path}: missing the sample lists (one of {[list(p) for p in SAMPLE_FIELDS]}); re-run the "
+                         "evaluate stage with --force")
     if side["format"] != SIDECAR_FORMAT:
         raise ValueError(f"{path}: sidecar format {side['format']}, this tool reads {SIDECAR_FORMAT}; re-run the "
                          "evaluate stage with --force")
@@ -85,3 +92,11 @@ def read_sidecar(path: Path) -> dict:
     if side["student"] not in DEPLOYABLE_STUDENTS:
         raise ValueError(f"{path.stem}: unknown student {side['student']!r}; deployable: {DEPLOYABLE_STUDENTS}")
     return side
+
+
+def sample_refs(side: dict, split: str) -> list[dict]:
+    """The sidecar's sample entries of ``split`` (``calibration`` or ``heldout``): ``<split>_samples`` or ``<split>_scans``."""
+    for key in (f"{split}_samples", f"{split}_scans"):
+        if key in side:
+            return list(side[key])
+    raise ValueError(f"model sidecar: no '{split}_samples' (or '{split}_scans') list")

@@ -8,7 +8,8 @@ for every named output we report (worst case over outputs and samples)
 - ``max_rel_err``  = max over samples of max|ort - torch| / max|torch|  (the gate: a
   per-element ratio explodes on logits near 0, a per-tensor scale does not);
 - ``max_elem_rel_err`` = max |ort - torch| / (|torch| + 1e-3 * max|torch|), for information;
-- ``argmax_agreement`` = fraction of pixels whose predicted class is the same.
+- ``argmax_agreement`` = fraction of predictions (pixels, clips: argmax over axis 1 of a
+  (B, K, ...) output) whose class is the same; NaN for an output without a class axis.
 
 fp32 must satisfy ``max_rel_err <= 1e-4`` or the export fails.
 
@@ -47,7 +48,7 @@ def compare_outputs(actual: np.ndarray, reference: np.ndarray) -> dict[str, floa
         "max_abs_err": float(diff.max()),
         "max_rel_err": float(diff.max() / max(scale, 1e-12)),
         "max_elem_rel_err": float((diff / (np.abs(b) + 1e-3 * max(scale, 1e-12))).max()),
-        "argmax_agreement": float((a.argmax(1) == b.argmax(1)).mean()) if a.ndim == 4 else float("nan"),
+        "argmax_agreement": float((a.argmax(1) == b.argmax(1)).mean()) if a.ndim >= 2 else float("nan"),
     }
 
 
@@ -83,7 +84,7 @@ def check_fp32_parity(stats: dict, tolerance: float = FP32_REL_TOLERANCE) -> Non
     if not stats["max_rel_err"] <= tolerance:  # also catches NaN
         raise ParityError(
             f"ONNX Runtime vs PyTorch: max relative error {stats['max_rel_err']:.3g} > {tolerance:g} "
-            f"(max abs {stats['max_abs_err']:.3g}) on {stats['samples']} held-out scans; the export is wrong"
+            f"(max abs {stats['max_abs_err']:.3g}) on {stats['samples']} held-out samples; the export is wrong"
         )
 
 

@@ -9,15 +9,16 @@ digest, or the table files' names, sizes and mtimes) plus only the spec fields t
 stage kind declares it depends on (``StageKind.dataset_fields``): changing the held-out
 split re-runs training and evaluation, not superpixels.
 
-Kinds today: ``nuscenes`` (any nuScenes-format root, the synthetic generator's included).
-Keyword-audio folders and video+IMU recordings come with their methods: each is one more
+Kinds: ``nuscenes`` (any nuScenes-format root, the synthetic generator's included) and
+``keywords`` (labelled audio clips split into train / test plus an optional unlabelled pool,
+as class folders or CSV manifests; the espeak-ng generator's layout). A new kind is one more
 model here with its own ``kind`` literal, added to :data:`DATASET_KINDS`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -52,10 +53,43 @@ class NuScenesDatasetSpec(StrictModel):
         return sha256_json({"root": str(root.resolve()), "tables": stats})
 
 
-DATASET_KINDS = {"nuscenes": NuScenesDatasetSpec}
-DatasetSpec = NuScenesDatasetSpec  # a discriminated union on `kind` once a second kind exists
+class KeywordsDatasetSpec(StrictModel):
+    """Keyword audio: ``<root>/<split>.csv`` manifests (path,label[,speaker]) or ``<root>/<split>/<label>/*.wav``.
+
+    ``train`` gives the labelled training clips (the few-label subsets are drawn from them),
+    ``test`` the held-out clips (other speakers: the generator splits by voice), ``pool`` an
+    optional unlabelled set (``<root>/<pool>.csv`` with a ``path`` column, or every audio file
+    under ``<root>/<pool>/``) that pre-training uses beside the training clips' audio.
+    """
+
+    kind: Literal["keywords"] = "keywords"
+    root: Path | None = None
+    from_stage: str | None = None
+    train: str = "train"
+    test: str = "test"
+    pool: str | None = "pool"
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "KeywordsDatasetSpec":
+        if (self.root is None) == (self.from_stage is None):
+            raise ValueError("set exactly one of root (an existing dataset) and from_stage (the stage that writes it)")
+        return self
+
+    def files_digest(self, root: Path) -> str:
+        """Cheap identity of an existing root: names, sizes and mtimes of its manifests and audio files."""
+        if not root.is_dir():
+            raise FileNotFoundError(f"keyword dataset root not found: {root}")
+        stats = {str(p.relative_to(root)): [p.stat().st_size, int(p.stat().st_mtime)]
+                 for p in sorted(root.rglob("*")) if p.is_file()}
+        return sha256_json({"root": str(root.resolve()), "files": stats})
 
 
-def dataset_key(spec: DatasetSpec, files_digest: str, fields: tuple[str, ...]) -> str:
-    """What a stage's cache key records for a dataset: its files plus the spec ``fields`` it depends on."""
-    return sha256_json({"files": files_digest, **{f: str(getattr(spec, f)) for f in sorted(fields)}})
+DATASET_KINDS = {"nuscenes": NuScenesDatasetSpec, "keywords": KeywordsDatasetSpec}
+DatasetSpec = Annotated[Union[NuScenesDatasetSpec, KeywordsDatasetSpec], Field(discriminator="kind")]
+
+
+def dataset_key(spec, files_digest: str, fields: tuple[str, ...]) -> str:
+    """What a stage's cache key records for a dataset: its files plus the spec ``fields`` it depends on
+    (fields the spec's kind does not have are left out)."""
+    return sha256_json({"files": files_digest,
+                        **{f: str(getattr(spec, f)) for f in sorted(fields) if hasattr(spec, f)}})

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from .audio.config import DinoConfig, SynthKeywordsConfig, UnfusedConfig
 from .data.config import OverlayConfig, SuperpixelsConfig, SynthDrivingConfig
 from .deploy_config import DeployConfig
 from .evaluate.config import EvaluateConfig
@@ -42,7 +43,11 @@ KINDS: dict[str, StageKind] = {
     "overlay": StageKind(OverlayConfig, "pipelines.data.overlay_stage:run_overlay", dataset_fields=("version",)),
     "slidr": StageKind(DistillConfig, "pipelines.slidr.stage:run_distill",
                        dataset_fields=("version", "holdout_scenes", "lidar_sensor")),
+    "synth_keywords": StageKind(SynthKeywordsConfig, "pipelines.audio.synth_stage:run_synth_keywords",
+                                writes_dataset="keywords"),
+    "dino_audio": StageKind(DinoConfig, "pipelines.audio.dino:run_dino", dataset_fields=("train", "test", "pool")),
+    "unfused": StageKind(UnfusedConfig, "pipelines.audio.unfused:run_unfused", dataset_fields=("train", "test", "pool")),
     "evaluate": StageKind(EvaluateConfig, "pipelines.evaluate.stage:run_evaluate",
-                          dataset_fields=("version", "holdout_scenes", "lidar_sensor")),
+                          dataset_fields=("version", "holdout_scenes", "lidar_sensor", "train", "test", "pool")),
     "deploy": StageKind(DeployConfig, "pipelines.deploy_stage:run_deploy"),
 }

@@ -4,9 +4,11 @@ An adapter is everything task-specific between a raw file and an engine and back
 rest of :mod:`deploy` (export, quantize, bench, verify, infer, TensorRT) only moves named
 arrays. Each adapter module defines a class with the interface of
 :class:`deploy.tasks.base.TaskAdapter` (numpy only at import: it runs on the robot) and
-the export-side functions ``torch_module`` and ``write_samples`` (torch imported lazily).
+the export-side functions ``task_metadata``, ``io_metadata``, ``write_samples`` and
+``torch_module`` (torch imported lazily), the constant ``DEPLOYED_GRAPH`` (one line naming
+the exported network) and ``describe_input(task) -> str`` (report.md's line on the input).
 
-Adding a task kind (e.g. clip classification of keyword audio, BEV segmentation): write
+Adding a task kind (e.g. BEV segmentation): write
 ``deploy/tasks/<kind>.py`` and add one line to :data:`ADAPTERS`.
 """
 
@@ -19,6 +21,7 @@ from .base import TaskAdapter
 # task kind -> "module:class"
 ADAPTERS: dict[str, str] = {
     "point_segmentation": "deploy.tasks.point_segmentation:PointSegmentation",
+    "keyword_spotting": "deploy.tasks.keyword_spotting:KeywordSpotting",
 }
 
 

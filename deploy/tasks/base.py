@@ -30,6 +30,7 @@ class TaskAdapter(ABC):
     """
 
     kind: str = ""
+    sample_noun: str = "sample"  # what one input is called in reports ("scan", "clip")
 
     def __init__(self, metadata: dict, bundle_dir: Path | None = None):
         self.meta = metadata
@@ -51,6 +52,10 @@ class TaskAdapter(ABC):
     def write(self, result: np.ndarray, source: Path, out_dir: Path | None) -> Path:
         """Write ``result`` of the input file ``source`` (atomically); returns the path."""
 
+    def summary(self, result: np.ndarray, source: Path) -> str | None:
+        """One line about ``result`` for the console (``edgedistill infer``); None: only the written path is shown."""
+        return None
+
     def samples(self, split: str) -> list[Sample]:
         """The bundle's stored samples of ``split`` (``calibration`` or ``heldout``)."""
         if self.bundle_dir is None:
@@ -60,4 +65,8 @@ class TaskAdapter(ABC):
 
     @abstractmethod
     def metric(self, run: Callable[[Feeds], Feeds], samples: list[Sample]) -> dict:
-        """The task metric of an engine (``run``: feeds -> outputs) on ``samples``: {"name", "value", ...}."""
+        """The task metric of an engine (``run``: feeds -> outputs) on ``samples``: {"name", "value", "samples", ...}.
+
+        Optional keys: ``points`` (the number of elements the metric counts, e.g. lidar points)
+        and ``confusion`` (the (K, K) confusion matrix as nested lists, rows = target).
+        """

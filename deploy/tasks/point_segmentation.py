@@ -41,6 +41,7 @@ INPUT_NAME = "range_image"
 OUTPUT_NAME = "logits"
 UNKNOWN_LABEL = 255  # label written for a point that has no pixel (outside every beam / range)
 SCAN_SUFFIXES = (".pcd.bin", ".bin", ".pcd", ".ply")
+DEPLOYED_GRAPH = "student.backbone -> Conv1x1(classifier) -> per-pixel logits"
 
 
 def point_labels(logits: np.ndarray, rows: np.ndarray, cols: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -72,6 +73,7 @@ class PointSegmentation(TaskAdapter):
     """Per-point semantic segmentation of lidar scans through a range-view network."""
 
     kind = KIND
+    sample_noun = "scan"
 
     def __init__(self, metadata: dict, bundle_dir: Path | None = None):
         super().__init__(metadata, bundle_dir)
@@ -140,6 +142,15 @@ def task_metadata(sidecar: dict) -> dict:
     return {"kind": KIND, "input": spec.to_dict(), "unknown_label": UNKNOWN_LABEL,
             "classes": list(sidecar["classes"]), "label_mapping": sidecar.get("label_mapping"),
             "postprocessing": "label of a point = argmax of logits at its (row, col); 255 when the point has no pixel"}
+
+
+def describe_input(task: dict) -> str:
+    """One line of report.md about the input contract."""
+    spec = task["input"]
+    return (f"input spec `{spec['kind']}` v{spec['version']}: sensor `{spec['sensor']['name']}` "
+            f"({spec['sensor']['beams']} beams x {spec['sensor']['columns']} columns), image {spec['image_shape']}, "
+            f"channels {spec['channels']}, beams from {spec['beam_source']}; intensity {spec['intensity']}; points "
+            f"without a pixel get label {task['unknown_label']}")
 
 
 def io_metadata(sidecar: dict) -> tuple[list[dict], list[dict]]:

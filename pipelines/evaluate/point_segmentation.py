@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from modalities.fileio import atomic_write_json
 from modalities.lidar.labels import CLASS_NAMES
+from modalities.segmentation_metrics import mean_iou
 from modalities.lidar.sensors import load_sensor
 from modalities.lidar.students import build_lidar_student
 
@@ -30,7 +31,14 @@ class PointSegmentationTask:
     """Per-point segmentation of a dataset's lidarseg scans; see the module docstring."""
 
     metric = "miou"
+    metric_label = "mIoU"
+    sample_noun = "scan"
     class_names = CLASS_NAMES
+
+    @staticmethod
+    def score(conf) -> float:
+        """Point-wise mIoU (%) of a confusion matrix."""
+        return mean_iou(conf)
 
     def __init__(self, ctx, cfg: EvaluateConfig):
         scans = list_scans(ctx.inputs["dataset"], ctx.dataset.version, None)

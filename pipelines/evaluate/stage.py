@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from modalities.fileio import atomic_write_json
-from modalities.segmentation_metrics import iou_per_class, mean_iou
+from modalities.segmentation_metrics import iou_per_class
 
 from ..runner import StageContext, StageResult
 from ..student_record import read_student_record
@@ -66,8 +66,8 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                         else:
                             conf, model = student.finetune(init, labeled_idx, seed)
                             if init == "distilled" and r == 0:  # the deployable model (see deploy/)
-                                student.save(ctx.stage_dir / "models", stage, model, fraction, mean_iou(conf), labeled_idx)
-                        metric[init].append(mean_iou(conf))
+                                student.save(ctx.stage_dir / "models", stage, model, fraction, task.score(conf), labeled_idx)
+                        metric[init].append(task.score(conf))
                         conf_sum[init] += conf
                         runs.append({"student": stage, "init": init, "protocol": protocol, "label_fraction": fraction,
                                      "run": r, "seed": seed, "labeled_samples": task.train_tokens(labeled_idx),
@@ -80,32 +80,33 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                 })
     atomic_write_json(ctx.stage_dir / "results.json", {"comparisons": comparisons, "runs": runs})
     summary = [{k: v for k, v in c.items() if k != "iou_per_class"} for c in comparisons]
-    names = next(iter(tasks.values())).class_names
-    return StageResult(metrics={"comparisons": summary}, report_md=_report(comparisons, names))
+    return StageResult(metrics={"comparisons": summary}, report_md=_report(comparisons, next(iter(tasks.values()))))
 
 
 def _class_iou(conf: np.ndarray, class_names) -> dict:
     return {n: (None if math.isnan(v) else round(float(v) * 100, 2)) for n, v in zip(class_names, iou_per_class(conf))}
 
 
-def _report(comparisons: list[dict], class_names) -> str:
+def _report(comparisons: list[dict], task) -> str:
+    class_names, label, noun = task.class_names, task.metric_label, task.sample_noun
     test_samples = comparisons[0]["test_samples"] if comparisons else 0
-    lines = ["| student | protocol | labels | random init mIoU | distilled mIoU | gain [95% CI] | paired runs | gain? |",
+    lines = [f"| student | protocol | labels | random init {label} | distilled {label} | gain [95% CI] | paired runs | gain? |",
              "|---|---|---|---|---|---|---|---|"]
     for c in comparisons:
         ci = "n/a" if c["gain_ci95"] is None else f"[{c['gain_ci95'][0]:+.1f}, {c['gain_ci95'][1]:+.1f}]"
         verdict = ("yes" if c["gain_mean"] > 0 else "no: a loss") if c["claimed"] else "within noise"
         lines.append(f"| {c['student']} ({c['student_kind']}) | {c['protocol']} | {c['label_fraction']:.0%} "
-                     f"({c['labeled_samples']} scan{'s' if c['labeled_samples'] > 1 else ''}) | {c['random_mean']:.1f} | {c['distilled_mean']:.1f} | "
+                     f"({c['labeled_samples']} {noun}{'s' if c['labeled_samples'] > 1 else ''}) | {c['random_mean']:.1f} | {c['distilled_mean']:.1f} | "
                      f"{c['gain_mean']:+.1f} {ci} | {c['n_paired']} | {verdict} |")
     present = [n for n in class_names if any(c["iou_per_class"][i][n] is not None for c in comparisons for i in INITS)]
-    lines += ["", "Per-class IoU (%) on the held-out scenes, over all paired runs:", "",
+    lines += ["", f"Per-class IoU (%) on the held-out {noun}s, over all paired runs:", "",
               "| student | init | protocol | labels | " + " | ".join(present) + " |", "|---" * (4 + len(present)) + "|"]
     for c in comparisons:
         for init in INITS:
             iou = c["iou_per_class"][init]
             lines.append(f"| {c['student']} | {init} | {c['protocol']} | {c['label_fraction']:.0%} | "
                          + " | ".join(f"{iou[n]:.1f}" if iou[n] is not None else "-" for n in present) + " |")
-    return (f"Point-wise mIoU on the held-out scenes ({test_samples} scans), distilled vs random initialisation. Each "
+    what = "Point-wise mIoU on the held-out scenes" if task.metric == "miou" else "Clip accuracy on the held-out voices"
+    return (f"{what} ({test_samples} {noun}s), distilled vs random initialisation. Each "
             "paired run draws its own labelled subset and seed, shared by both inits; a gain is claimed only when its "
             "95% interval excludes 0.\n\n" + "\n".join(lines) + "\n")

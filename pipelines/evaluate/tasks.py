@@ -18,6 +18,7 @@ import importlib
 # student record "task" -> "module:class"
 TASKS: dict[str, str] = {
     "point_features": "pipelines.evaluate.point_segmentation:PointSegmentationTask",
+    "clip_features": "pipelines.evaluate.clip_classification:ClipClassificationTask",
 }
 
 

@@ -76,6 +76,6 @@ def test_a_record_task_without_an_evaluation_task_is_named():
     from pipelines.evaluate.tasks import evaluation_task
 
     assert evaluation_task("point_features", "r") is PointSegmentationTask
-    with pytest.raises(ValueError, match=r"r/student.json: no evaluation task for student task 'clip_embedding'; "
-                                         r"known: \['point_features'\]"):
-        evaluation_task("clip_embedding", "r/student.json")
+    with pytest.raises(ValueError, match=r"r/student.json: no evaluation task for student task 'imu_embedding'; "
+                                         r"known: \['clip_features', 'point_features'\]"):
+        evaluation_task("imu_embedding", "r/student.json")

@@ -1,0 +1,73 @@
+"""What the audio training loops share: checkpoints, the per-step schedule, the stage's hand-off.
+
+Checkpoint folders (one per epoch, written by rank 0; :mod:`pipelines.ray_train` finds the newest
+complete one): ``<name>.safetensors`` per module, ``state.pt`` (optimizer, epoch, history and
+extra tensors; tensors and plain types only, read back with ``weights_only=True``) and
+``meta.json`` last.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from modalities.fileio import atomic_write_json, sha256_file
+
+from ..ray_train import META, checkpoint_directory, latest_checkpoint
+from ..student_record import STUDENT_RECORD
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if hasattr(module, "module") else module
+
+
+def save_checkpoint(folder: Path, modules: dict[str, torch.nn.Module], optimizer, epoch: int, history: list[dict],
+                    extra: dict | None = None) -> None:
+    for name, m in modules.items():
+        save_file({k: v.detach().contiguous().cpu() for k, v in unwrap(m).state_dict().items()},
+                  str(folder / f"{name}.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch, "history": history, **(extra or {})},
+               folder / "state.pt")
+    (folder / META).write_text(json.dumps({"epoch": epoch}))
+
+
+def load_checkpoint(folder: Path, modules: dict[str, torch.nn.Module], optimizer) -> dict:
+    for name, m in modules.items():
+        unwrap(m).load_state_dict(load_file(str(folder / f"{name}.safetensors")))
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def finish_fit(result, storage, stage_dir: Path, files: tuple[str, ...]) -> list[dict]:
+    """Copy ``files`` of the fit's last checkpoint into ``stage_dir`` (atomically); returns the history."""
+    if result.error:
+        raise result.error
+    # No checkpoint reported by this fit: every epoch had been trained before an interruption.
+    checkpoint = result.checkpoint.as_directory() if result.checkpoint else checkpoint_directory(latest_checkpoint(storage))
+    with checkpoint as folder:
+        folder = Path(folder)
+        for name in files:
+            shutil.copyfile(folder / name, stage_dir / f".{name}.tmp")
+            (stage_dir / f".{name}.tmp").replace(stage_dir / name)
+        history = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)["history"]
+    atomic_write_json(stage_dir / "history.json", history)
+    return history
+
+
+def storage_of(cfg, ctx) -> str | Path:
+    return (f"{cfg.storage_path.rstrip('/')}/{ctx.run_dir.name}/{ctx.name}" if cfg.storage_path
+            else ctx.stage_dir / ".ray_results")
+
+
+def write_student_record(stage_dir: Path, kind: str, kwargs: dict, spec_dict: dict, teacher: dict, method: str) -> dict:
+    """``student.json`` for an audio backbone in ``student.safetensors`` (task ``clip_features``)."""
+    record = {"format": 2, "kind": kind, "kwargs": kwargs, "task": "clip_features", "input": spec_dict,
+              "teacher": teacher, "method": method, "weights": "student.safetensors",
+              "weights_sha256": sha256_file(stage_dir / "student.safetensors")}
+    atomic_write_json(stage_dir / STUDENT_RECORD, record)
+    return record
