@@ -10,7 +10,7 @@ from importlib import metadata
 TRACKED = (
     "edgedistill", "torch", "torchvision", "torchaudio", "numpy", "scikit-image", "open3d",
     "ray", "pydantic", "spconv-cu120", "spconv-cu126", "onnx", "onnxruntime", "tensorrt", "opencv-contrib-python-headless",
-    "soundfile",
+    "soundfile", "scikit-learn",
 )
 
 

@@ -28,3 +28,28 @@ def save_line_plot(path: Path, series: dict[str, tuple[list[float], list[float]]
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")
     plt.close(fig)
+
+
+def save_confusion_plot(path: Path, confusions: dict[str, "object"], class_names: list[str], title: str) -> None:
+    """Row-normalised confusion matrices side by side (label -> (K, K) counts, rows = true class) into a PNG."""
+    import numpy as np
+
+    n = len(confusions)
+    k = len(class_names)
+    size = max(3.0, 0.28 * k + 1.5)
+    fig, axes = plt.subplots(1, n, figsize=(size * n, size), dpi=100, squeeze=False)
+    for ax, (label, conf) in zip(axes[0], confusions.items()):
+        conf = np.asarray(conf, np.float64)
+        rows = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+        ax.imshow(rows, vmin=0, vmax=1, cmap="Blues")
+        acc = np.trace(conf) / max(conf.sum(), 1) * 100
+        ax.set_title(f"{label}: {acc:.1f}%", fontsize=9)
+        ax.set_xticks(range(k), class_names, rotation=90, fontsize=7)
+        ax.set_yticks(range(k), class_names, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)

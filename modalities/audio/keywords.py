@@ -344,12 +344,17 @@ def generate_keyword_dataset(root: str | Path, config: KeywordDatasetConfig | No
         clip = render_clip(job.text, job.voice, config, job.clip_seconds, _clip_rng(config.seed, job.key))
         write_wav(job.path, clip, config.sample_rate_hz)
 
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as ex:
-            list(ex.map(run, todo))
-    else:
-        for job in todo:
-            run(job)
+    from tqdm import tqdm  # noqa: PLC0415
+
+    with tqdm(total=len(todo), desc="espeak-ng clips", unit="clip", mininterval=5, dynamic_ncols=True) as bar:
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as ex:
+                for _ in ex.map(run, todo):
+                    bar.update(1)
+        else:
+            for job in todo:
+                run(job)
+                bar.update(1)
     for split, items in labelled.items():
         write_manifest(root / f"{split}.csv", items)
     buf = io.StringIO()

@@ -68,6 +68,9 @@ class MultiCropConfig(StrictModel):
     time_mask: int = Field(default=10, ge=0)  # max width of each of 2 time masks (frames)
     gain_db: float = Field(default=6.0, ge=0)  # random gain in +-gain_db (a shift of the log-mel)
     noise_mix: float = Field(default=0.5, ge=0, le=1)  # probability of mixing another clip in at -10..-20 dB
+    # Crops start where the window is at least as loud as the median window (pipelines.audio.data.crop_frames):
+    # a short crop of a mostly silent clip then still holds speech.
+    focus: bool = True
 
 
 class DinoConfig(StageConfig):

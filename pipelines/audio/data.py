@@ -128,15 +128,28 @@ def load_arrays(path: Path) -> tuple[list[np.ndarray], np.ndarray | None]:
     return [values[:, e - n: e] for e, n in zip(ends, lengths)], labels
 
 
-def crop_frames(m: np.ndarray, frames: int, rng: np.random.Generator | None, floor: float) -> np.ndarray:
-    """A ``frames``-long time window (random with ``rng``, else centred), padded with ``floor`` when shorter."""
+def crop_frames(m: np.ndarray, frames: int, rng: np.random.Generator | None, floor: float,
+                focus: bool = False) -> np.ndarray:
+    """A ``frames``-long time window (random with ``rng``, else centred), padded with ``floor`` when shorter.
+
+    ``focus``: the random window starts only where the window's mean log-mel energy is at
+    least the median over all starts, so a short crop of a clip that is mostly silence or
+    background still holds part of the utterance.
+    """
     T = m.shape[1]
     if T < frames:
         out = np.full((m.shape[0], frames), floor, np.float32)
         off = 0 if rng is None else int(rng.integers(0, frames - T + 1))
         out[:, off: off + T] = m
         return out
-    start = (T - frames) // 2 if rng is None else int(rng.integers(0, T - frames + 1))
+    if rng is None:
+        start = (T - frames) // 2
+    elif focus and T > frames:
+        energy = np.concatenate([[0.0], np.cumsum(m.mean(axis=0, dtype=np.float64))])
+        window = energy[frames:] - energy[:-frames]  # (T - frames + 1,) summed energy per start
+        start = int(rng.choice(np.flatnonzero(window >= np.median(window))))
+    else:
+        start = int(rng.integers(0, T - frames + 1))
     return m[:, start: start + frames]
 
 
@@ -146,13 +159,14 @@ class ViewParams:
     noise_mix: float = 0.5
     freq_mask: int = 8
     time_mask: int = 10
+    focus: bool = False  # crops favour the louder half of the clip (crop_frames)
 
 
 def make_view(m: np.ndarray, frames: int, spec: LogMelSpec, rng: np.random.Generator, p: ViewParams,
               other: np.ndarray | None = None) -> np.ndarray:
     """One augmented, normalised (n_mels, frames) view of the raw log-mel ``m`` (module docstring)."""
     floor = float(np.log(spec.eps))
-    v = crop_frames(m, frames, rng, floor).astype(np.float32, copy=True)
+    v = crop_frames(m, frames, rng, floor, p.focus).astype(np.float32, copy=True)
     if p.gain_db > 0:
         v = np.maximum(v + rng.uniform(-p.gain_db, p.gain_db) * np.log(10.0) / 10.0, floor)
     if other is not None and p.noise_mix > 0 and rng.random() < p.noise_mix:

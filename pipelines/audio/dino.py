@@ -68,7 +68,7 @@ def views_of_batch(clips: list[np.ndarray], idx: np.ndarray, cfg: DinoConfig, sp
                    rng: np.random.Generator) -> list[torch.Tensor]:
     """[global 1, global 2, local 1, ...] batches of shape (B, 1, n_mels, frames)."""
     c = cfg.crops
-    p = ViewParams(c.gain_db, c.noise_mix, c.freq_mask, c.time_mask)
+    p = ViewParams(c.gain_db, c.noise_mix, c.freq_mask, c.time_mask, c.focus)
     others = rng.integers(0, len(clips), size=(len(idx), 2 + c.local_crops))
     out = []
     for v in range(2 + c.local_crops):
@@ -113,6 +113,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if folder is not None:
         state = load_checkpoint(folder, {"student": student, "teacher": teacher}, optimizer)
         start_epoch, history, center = int(state["epoch"]) + 1, list(state["history"]), state["center"]
+    attempt_start = start_epoch  # recorded per epoch: > 0 marks epochs trained after a resume
     model = ray.train.torch.prepare_model(student)
     teacher.to(device)
     center = center.to(device)
@@ -158,7 +159,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             entropies.append(_entropy(t_out.reshape(-1, t_out.shape[-1]), center, t_temp))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         wall = time.perf_counter() - t0
-        metrics = {"epoch": epoch, "loss": float(np.mean(losses)), "teacher_entropy": float(np.mean(entropies)),
+        metrics = {"epoch": epoch, "attempt_start_epoch": attempt_start, "loss": float(np.mean(losses)),
+                   "teacher_entropy": float(np.mean(entropies)),
                    "max_entropy": math.log(cfg.out_dim), "teacher_temp": t_temp, "steps": len(losses),
                    "clips_per_s": len(losses) * cfg.batch_clips * world / wall, "lr_peak": cfg.optim.lr}
         history.append(metrics)

@@ -111,6 +111,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if folder is not None:
         state = load_checkpoint(folder, {"layered": net}, optimizer)
         start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
+    attempt_start = start_epoch  # recorded per epoch: > 0 marks epochs trained after a resume
     model = ray.train.torch.prepare_model(net)
     params = ViewParams(6.0, 0.5, 8, 10)
     steps_per_epoch = max(1, int(math.ceil(len(clips) / world)) // cfg.batch_clips)
@@ -147,7 +148,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             seen += len(y)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         wall = time.perf_counter() - t0
-        metrics = {"epoch": epoch, "loss": float(np.mean(losses)), "steps": len(losses),
+        metrics = {"epoch": epoch, "attempt_start_epoch": attempt_start, "loss": float(np.mean(losses)),
+                   "steps": len(losses),
                    "pseudo_label_accuracy": 100.0 * correct / max(1, seen), "clips_per_s": seen * world / wall,
                    **{k: v / len(losses) for k, v in parts_sum.items()}}
         history.append(metrics)

@@ -42,6 +42,7 @@ class ClipClassificationTask:
     metric = "accuracy"
     metric_label = "accuracy"
     sample_noun = "clip"
+    confusion_figures = True
 
     def __init__(self, ctx, cfg: EvaluateConfig):
         if getattr(ctx.dataset, "kind", None) != "keywords":
@@ -57,16 +58,23 @@ class ClipClassificationTask:
         return accuracy(conf)
 
     def _load(self, spec: LogMelSpec):
-        """(raw train log-mels, train labels, train items, raw test log-mels, test labels, test items), read once."""
-        key = str(spec.to_dict())
+        """(raw train log-mels, train labels, raw test log-mels, test labels), read once per front-end.
+
+        A clip that cannot be read is a counted skip (``self.skipped``, in the stage's metrics),
+        dropped from its split on the first read, before any labelled subset is drawn.
+        """
+        key = str(spec.with_stats(0.0, 1.0).to_dict())  # raw log-mels do not depend on the normalisation
         if key not in self._raw:
             out = []
-            for items in (self.splits.train, self.splits.test):
+            for split in ("train", "test"):
+                items = getattr(self.splits, split)
                 mels, skipped = read_log_mels([i.path for i in items], spec, crop=True)
                 self.skipped += len(skipped)
                 keep = [k for k, m in enumerate(mels) if m is not None]
-                out += [[mels[k] for k in keep], torch.tensor([self.class_names.index(items[k].label) for k in keep]),
-                        [items[k] for k in keep]]
+                if not keep:
+                    raise ValueError(f"{self.root}: no readable clip in the {split} split")
+                setattr(self.splits, split, [items[k] for k in keep])
+                out += [[mels[k] for k in keep], torch.tensor([self.class_names.index(items[k].label) for k in keep])]
             self._raw = {key: tuple(out)}
         return self._raw[key]
 
@@ -84,10 +92,7 @@ class ClipClassificationTask:
 
     def student(self, record: dict, stage_dir: Path) -> "PreparedClipStudent":
         spec = LogMelSpec.from_dict(record["input"], f"{stage_dir}/student.json input")
-        tr, ytr, tr_items, te, yte, te_items = self._load(spec)
-        if len(tr) != self.num_train:
-            raise ValueError(f"{self.root}: {self.num_train - len(tr)} training clips could not be read (see the log); "
-                             "remove them from the dataset so that label subsets stay comparable")
+        tr, ytr, te, yte = self._load(spec)
         xtr = torch.from_numpy(np.stack([eval_input(m, spec) for m in tr]).astype(np.float32))[:, None]
         xte = torch.from_numpy(np.stack([eval_input(m, spec) for m in te]).astype(np.float32))[:, None]
         nets = {}
@@ -98,7 +103,7 @@ class ClipClassificationTask:
                 net.load_state_dict(load_file(str(stage_dir / record["weights"])))
             recalibrate_batchnorm(net, xtr, self.cfg.batch_scans * 32)
             nets[init] = net
-        return PreparedClipStudent(self, record, spec, nets, (tr, ytr, xtr), (te, yte, xte), te_items)
+        return PreparedClipStudent(self, record, spec, nets, (tr, ytr, xtr), (te, yte, xte), self.splits.test)
 
 
 @torch.no_grad()

@@ -72,15 +72,34 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                         runs.append({"student": stage, "init": init, "protocol": protocol, "label_fraction": fraction,
                                      "run": r, "seed": seed, "labeled_samples": task.train_tokens(labeled_idx),
                                      task.metric: metric[init][-1]})
+                figure = None
+                if getattr(task, "confusion_figures", False):  # few classes: a picture says where errors go
+                    from ..plots import save_confusion_plot  # noqa: PLC0415
+
+                    figure = f"confusion_{stage}_{protocol}_{fraction * 100:g}pct.png"
+                    save_confusion_plot(ctx.stage_dir / figure, {f"{i} init": conf_sum[i] for i in INITS},
+                                        list(task.class_names),
+                                        f"{stage} {protocol}, {fraction:.0%} labels: all {repeats} runs")
                 comparisons.append({
                     "student": stage, "student_kind": record["kind"], "task": record["task"], "protocol": protocol,
                     "label_fraction": fraction, "labeled_samples": len(labeled_idx), "test_samples": len(task.test),
                     "metric": task.metric, **paired_comparison(metric["distilled"], metric["random"]),
                     "iou_per_class": {init: _class_iou(conf_sum[init], task.class_names) for init in INITS},
+                    **({"confusion_figure": figure} if figure else {}),
                 })
     atomic_write_json(ctx.stage_dir / "results.json", {"comparisons": comparisons, "runs": runs})
     summary = [{k: v for k, v in c.items() if k != "iou_per_class"} for c in comparisons]
-    return StageResult(metrics={"comparisons": summary}, report_md=_report(comparisons, next(iter(tasks.values()))))
+    metrics = {"comparisons": summary}
+    skipped = sum(getattr(t, "skipped", 0) for t in tasks.values())
+    if skipped:
+        metrics["skipped_unreadable"] = skipped
+    md = _report(comparisons, next(iter(tasks.values())))
+    figures = [c["confusion_figure"] for c in comparisons if c.get("confusion_figure") and c["protocol"] == "finetune"]
+    figures = figures or [c["confusion_figure"] for c in comparisons if c.get("confusion_figure")][-1:]
+    if figures:
+        md += "\nConfusion matrices (rows: true class, normalised), distilled vs random init:\n\n" + "".join(
+            f"![confusion]({ctx.name}/{f})\n" for f in figures)
+    return StageResult(metrics=metrics, report_md=md)
 
 
 def _class_iou(conf: np.ndarray, class_names) -> dict:
