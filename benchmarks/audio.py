@@ -41,7 +41,9 @@
    torch's OpenMP threads wait on each other at every operator, and one thread can be many
    times faster), and on CUDA too when ``torch.cuda.is_available()`` (device named).
    ``clips/s`` counts the whole step (view building included); ``net clips/s`` leaves out the
-   numpy view building; the time of each phase of the step is listed below the table.
+   numpy view building; the time of each phase of the step is listed below the table. The
+   settings take turns step by step; after ``--dino-budget-s`` (60 s) the steps stop once each
+   setting has one timed step (the table's ``timed steps`` says how many ran).
 
 Prints a Markdown report (machine named on its first line) and writes ``audio.json`` and
 ``audio.md`` into ``--out`` (default ``benchmarks/results/audio/``). Absolute times are
@@ -259,8 +261,6 @@ class DinoStep:
         self.t_temp = teacher_temperature(0, cfg.teacher_temp_warmup_epochs, cfg.teacher_temp, cfg.teacher_temp_final)
         self.step_index, self.losses = 0, []
         self.timed: dict[str, list[float]] = {k: [] for k in ("step", *self.PHASES)}
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -315,7 +315,7 @@ class DinoStep:
         out = {
             "device": self.device.type,
             "device_name": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
-                            else platform.processor() or platform.machine()),
+                            else machine_description().split(",")[0]),
             "torch_threads": self.threads,
             "widths": list(self.cfg.backbone.widths),
             "batch_clips": self.batch,
@@ -330,19 +330,29 @@ class DinoStep:
             "phase_s_per_step": {k: float(np.mean(self.timed[k])) for k in self.PHASES},
             "loss_finite": bool(np.all(np.isfinite(self.losses))),
         }
-        if self.device.type == "cuda":
-            out["peak_cuda_memory_mib"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.device.type == "cuda":  # the settings take turns: the peak of all CUDA settings of the run
+            out["peak_cuda_memory_mib_all_cuda_settings"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         return out
 
 
 def dino_throughput(configs: list[tuple[tuple[int, ...], torch.device, int]], batch: int, steps: int,
-                    warmup: int) -> list[dict]:
-    """DINO clips/s of each (widths, device, CPU threads), their steps taking turns (``warmup`` untimed each first)."""
+                    warmup: int, budget_s: float = 0.0) -> list[dict]:
+    """DINO clips/s of each (widths, device, CPU threads), their steps taking turns (``warmup`` untimed each first).
+
+    With ``budget_s`` > 0, stops after the round in which that many seconds have passed, once every
+    configuration has at least one timed step (a loaded machine can make a CPU step take tens of seconds).
+    """
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     runs = [DinoStep(w, dev, threads, batch, warmup + steps) for w, dev, threads in configs]
+    t0, stopped = time.perf_counter(), False
     for i in range(warmup + steps):
         for run in runs:
             run.step(record=i >= warmup)
-    return [run.result(warmup) for run in runs]
+        if budget_s > 0 and i >= warmup and i < warmup + steps - 1 and time.perf_counter() - t0 > budget_s:
+            stopped = True
+            break
+    return [{**run.result(warmup), "steps_asked": steps, "stopped_by_time_budget": stopped} for run in runs]
 
 
 # ----------------------------------------------------------------------------- report
@@ -354,12 +364,13 @@ def _dino_device(d: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    v = report["versions"]
+    ver = report["versions"]
     lines = [f"machine: {report['machine']}; load average {report['load_average']} (start) / "
-             f"{report['load_average_end']} (end); torch {v['torch']}, onnxruntime {v['onnxruntime']}", ""]
+             f"{report['load_average_end']} (end); torch {ver['torch']}, onnxruntime {ver['onnxruntime']}", ""]
     lat = report["latency"]
     lines += [f"Deployed keyword spotter, batch 1, one 1 s clip (16 kHz -> log-mel "
-              f"{lat['students'][0]['input_shape']}), {lat['iters']} interleaved runs after {lat['warmup']} warm-up, ms:",
+              f"{lat['students'][0]['input_shape']}), {lat['iters']} interleaved runs after {lat['warmup']} "
+              "warm-up, ms:",
               "",
               "| student widths | params | MMACs | stage | p50 | p90 | p99 |", "|---|---:|---:|---|---:|---:|---:|"]
     for s in lat["students"]:
@@ -377,11 +388,14 @@ def markdown(report: dict) -> str:
                      f"{100 * r['front_end_share_of_total_1_thread']:.0f}%; ORT vs torch logits max |diff| "
                      f"{s['checks']['logits_max_abs_diff_ort_vs_torch']:.1e}")
     if report["dino"]:
-        d0 = report["dino"][0]
+        d0, budget = report["dino"][0], report["dino_budget_s"]
         lines += ["", f"DINO pre-training step ({' + '.join(d0['views'])} views of synthetic log-mels; teacher and "
                   "student forward, loss, backward, AdamW, EMA), after "
-                  f"{d0['warmup_steps']} warm-up step(s):", "",
-                  "| device | backbone widths | params (+ head) | batch | timed steps | s/step | clips/s | net clips/s |",
+                  f"{d0['warmup_steps']} warm-up step(s)"
+                  + (f"; stopped by the {budget:g} s time budget before {d0['steps_asked']} timed steps"
+                     if d0["stopped_by_time_budget"] else "") + ":", "",
+                  "| device | backbone widths | params (+ head) | batch | timed steps | s/step | clips/s "
+                  "| net clips/s |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for d in report["dino"]:
             head = (d["params_student_with_head"] - d["params_backbone"]) / 1e3
@@ -407,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dino-batch", type=int, default=64)
     p.add_argument("--dino-steps", type=int, default=5)
     p.add_argument("--dino-warmup", type=int, default=1)
+    p.add_argument("--dino-budget-s", type=float, default=60.0,
+                   help="stop the DINO steps after this many seconds, once each setting has one timed step (0: off)")
     p.add_argument("--dino-threads", type=int, nargs="+", default=None,
                    help="torch CPU threads for the DINO step (default: torch's default and 1)")
     p.add_argument("--no-cuda", action="store_true", help="DINO on the CPU only, even where CUDA is available")
@@ -420,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime  # noqa: PLC0415
 
+    t_start = time.perf_counter()
     default_threads = torch.get_num_threads()
     load_start = " ".join(f"{v:.1f}" for v in os.getloadavg())
     wave = synthetic_wave(np.random.default_rng(0))
@@ -432,15 +449,16 @@ def main(argv: list[str] | None = None) -> int:
         front_end_spec = KeywordSpotting(models[0][2]).spec.to_dict()
         for model, onnx_path, meta in models:
             students.append(time_student(model, onnx_path, meta, wave, args.iters, args.warmup))
-            print(f"timed {students[-1]['model']}", file=sys.stderr)
+            print(f"timed {students[-1]['model']} ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
     torch.set_num_threads(default_threads)
 
     runs = [(torch.device("cpu"), t) for t in dict.fromkeys(args.dino_threads or [default_threads, 1])]
     if torch.cuda.is_available() and not args.no_cuda:
         runs.append((torch.device("cuda"), default_threads))
     dino = dino_throughput([(w, dev, t) for w in args.dino_widths for dev, t in runs], args.dino_batch,
-                           args.dino_steps, args.dino_warmup)
+                           args.dino_steps, args.dino_warmup, args.dino_budget_s)
     torch.set_num_threads(default_threads)
+    print(f"DINO steps done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
 
     report = {
         "benchmark": "audio",
@@ -454,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": {"iters": args.iters, "warmup": args.warmup, "bundle": str(args.bundle) if args.bundle else None,
                     "front_end_spec": front_end_spec,
                     "torch_threads": 1, "students": students},
+        "dino_budget_s": args.dino_budget_s,
         "dino": dino,
     }
     md = markdown(report)

@@ -111,7 +111,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     start_epoch, history = 0, []
     folder = resume_folder(loop_config)
     if folder is not None:
-        state = load_checkpoint(folder, {"student": student, "teacher": teacher}, optimizer)
+        state = load_checkpoint(folder, {"dino_student": student, "dino_teacher": teacher}, optimizer)
         start_epoch, history, center = int(state["epoch"]) + 1, list(state["history"]), state["center"]
     attempt_start = start_epoch  # recorded per epoch: > 0 marks epochs trained after a resume
     model = ray.train.torch.prepare_model(student)
@@ -167,7 +167,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                save_checkpoint(Path(tmp), {"student": unwrap(model), "teacher": teacher}, optimizer, epoch, history,
+                save_checkpoint(Path(tmp), {"dino_student": unwrap(model), "dino_teacher": teacher}, optimizer, epoch, history,
                                 {"center": center.cpu()})
                 save_checkpoint_backbone(Path(tmp), teacher)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
