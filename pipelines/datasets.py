@@ -27,22 +27,26 @@ from modalities.fileio import sha256_json
 from .config_base import StrictModel
 
 
-class NuScenesDatasetSpec(StrictModel):
-    kind: Literal["nuscenes"] = "nuscenes"
-    # Exactly one of: an existing nuScenes-format root, or the stage of this pipeline that writes it.
+class LocatedDatasetSpec(StrictModel):
+    """Where a dataset lives: exactly one of an existing ``root`` and the ``from_stage`` of this pipeline that writes it."""
+
     root: Path | None = None
     from_stage: str | None = None
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "LocatedDatasetSpec":
+        if (self.root is None) == (self.from_stage is None):
+            raise ValueError("set exactly one of root (an existing dataset) and from_stage (the stage that writes it)")
+        return self
+
+
+class NuScenesDatasetSpec(LocatedDatasetSpec):
+    kind: Literal["nuscenes"] = "nuscenes"
     version: str = "v1.0-trainval"  # the table folder under the root
     # The last N scenes (in table order) are held out: never distilled on, used for evaluation.
     holdout_scenes: int = Field(default=1, ge=0)
     # Sensor model of the scans (range-view student, evaluation); preset name or YAML path.
     lidar_sensor: str = "hdl32e"
-
-    @model_validator(mode="after")
-    def _one_location(self) -> "NuScenesDatasetSpec":
-        if (self.root is None) == (self.from_stage is None):
-            raise ValueError("set exactly one of root (an existing dataset) and from_stage (the stage that writes it)")
-        return self
 
     def files_digest(self, root: Path) -> str:
         """Cheap identity of an existing root: its table files' names, sizes and mtimes."""
@@ -53,7 +57,7 @@ class NuScenesDatasetSpec(StrictModel):
         return sha256_json({"root": str(root.resolve()), "tables": stats})
 
 
-class KeywordsDatasetSpec(StrictModel):
+class KeywordsDatasetSpec(LocatedDatasetSpec):
     """Keyword audio: ``<root>/<split>.csv`` manifests (path,label[,speaker]) or ``<root>/<split>/<label>/*.wav``.
 
     ``train`` gives the labelled training clips (the few-label subsets are drawn from them),
@@ -63,17 +67,9 @@ class KeywordsDatasetSpec(StrictModel):
     """
 
     kind: Literal["keywords"] = "keywords"
-    root: Path | None = None
-    from_stage: str | None = None
     train: str = "train"
     test: str = "test"
     pool: str | None = "pool"
-
-    @model_validator(mode="after")
-    def _one_location(self) -> "KeywordsDatasetSpec":
-        if (self.root is None) == (self.from_stage is None):
-            raise ValueError("set exactly one of root (an existing dataset) and from_stage (the stage that writes it)")
-        return self
 
     def files_digest(self, root: Path) -> str:
         """Cheap identity of an existing root: names, sizes and mtimes of its manifests and audio files."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,11 +29,12 @@ from torch import nn
 from modalities.audio.logmel import LogMelSpec
 
 from ..plots import save_line_plot
-from ..ray_train import fit, resume_folder
+from ..ray_train import resume_folder
 from ..runner import StageContext, StageResult
 from .config import DinoConfig
-from .data import ViewParams, fit_stats, load_arrays, load_splits, make_view, read_log_mels, save_arrays
-from .train_common import finish_fit, load_checkpoint, save_checkpoint, storage_of, unwrap, write_student_record
+from .data import ViewParams, fit_stats, load_arrays, load_splits, make_view, read_log_mels
+from .train_common import (fit_on_clips, load_checkpoint, report_epoch, save_checkpoint, unwrap, worker_setup,
+                           write_student_record)
 
 
 class MultiCropNet(nn.Module):
@@ -84,7 +84,6 @@ def _entropy(logits: torch.Tensor, center: torch.Tensor, temp: float) -> float:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    import ray.train
     import ray.train.torch
     from tqdm import tqdm
 
@@ -94,10 +93,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     cfg = DinoConfig.model_validate(loop_config["config"])
     spec = LogMelSpec.from_dict(loop_config["spec"])
-    torch.set_num_threads(max(1, int(loop_config["cpus_per_worker"])))
-    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
-    device = ray.train.torch.get_device()
-    torch.manual_seed(loop_config["seed"])
+    rank, world, device = worker_setup(loop_config)
     clips, _ = load_arrays(Path(loop_config["clips"]))
 
     backbone = build_audio_student("ds_cnn", cfg.backbone.kwargs())
@@ -164,14 +160,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
                    "max_entropy": math.log(cfg.out_dim), "teacher_temp": t_temp, "steps": len(losses),
                    "clips_per_s": len(losses) * cfg.batch_clips * world / wall, "lr_peak": cfg.optim.lr}
         history.append(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                save_checkpoint(Path(tmp), {"dino_student": unwrap(model), "dino_teacher": teacher}, optimizer, epoch, history,
-                                {"center": center.cpu()})
-                save_checkpoint_backbone(Path(tmp), teacher)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+
+        def write(folder: Path) -> None:
+            save_checkpoint(folder, {"dino_student": unwrap(model), "dino_teacher": teacher}, optimizer, epoch, history,
+                            {"center": center.cpu()})
+            save_checkpoint_backbone(folder, teacher)
+
+        report_epoch(rank, metrics, write)
 
 
 def save_checkpoint_backbone(folder: Path, teacher: MultiCropNet) -> None:
@@ -188,18 +183,11 @@ def run_dino(ctx: StageContext) -> StageResult:
     if len(clips) < cfg.batch_clips * cfg.num_workers:
         raise ValueError(f"{ctx.inputs['dataset']}: {len(clips)} clips are fewer than one batch "
                          f"({cfg.batch_clips} x {cfg.num_workers} workers); lower batch_clips")
-    cache = ctx.stage_dir / ".clips.npz"
-    save_arrays(cache, clips)
     ctx.log.info("DINO on %d clips (%d training, %d pool; %d unreadable skipped), %d epochs, batch %d",
                  len(clips), counts["train_clips"], counts["pool_clips"], counts["skipped_unreadable"],
                  cfg.optim.epochs, cfg.batch_clips)
-    storage = storage_of(cfg, ctx)
-    result = fit(train_loop_per_worker,
-                 {"config": cfg.model_dump(mode="json"), "spec": spec.to_dict(), "clips": str(cache.resolve()),
-                  "seed": ctx.seed},
-                 storage=storage, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, max_failures=cfg.max_failures)
-    history = finish_fit(result, storage, ctx.stage_dir, ("student.safetensors", "dino_head.safetensors"))
-    cache.unlink(missing_ok=True)
+    history = fit_on_clips(ctx, cfg, train_loop_per_worker, spec.to_dict(), clips, None,
+                           ("student.safetensors", "dino_head.safetensors"))
     write_student_record(ctx.stage_dir, "ds_cnn", cfg.backbone.kwargs(), spec.to_dict(),
                          {"name": "dino EMA teacher (self-distillation, no external teacher)"}, "dino")
     epochs = [h["epoch"] + 1 for h in history]

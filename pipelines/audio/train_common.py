@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -41,6 +42,46 @@ def load_checkpoint(folder: Path, modules: dict[str, torch.nn.Module], optimizer
     state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     return state
+
+
+def worker_setup(loop_config: dict) -> tuple[int, int, "torch.device"]:
+    """Inside a worker: (rank, world size, device); torch threads and seed set from the loop config."""
+    import ray.train
+    import ray.train.torch
+
+    torch.set_num_threads(max(1, int(loop_config["cpus_per_worker"])))
+    torch.manual_seed(loop_config["seed"])
+    ctx = ray.train.get_context()
+    return ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
+
+
+def report_epoch(rank: int, metrics: dict, write) -> None:
+    """Report an epoch's metrics with a checkpoint folder that rank 0 fills with ``write(folder)``."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if rank == 0:
+            write(Path(tmp))
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+def fit_on_clips(ctx, cfg, train_loop, spec_dict: dict, clips: list, labels, files: tuple[str, ...]) -> list[dict]:
+    """Run ``train_loop`` on Ray Train over ``clips`` (cached as one hidden .npz in the stage folder, removed
+    after); ``files`` of the last checkpoint are copied into the stage folder. Returns the history."""
+    from ..ray_train import fit  # noqa: PLC0415
+    from .data import save_arrays  # noqa: PLC0415
+
+    cache = ctx.stage_dir / ".clips.npz"
+    save_arrays(cache, clips, labels)
+    storage = storage_of(cfg, ctx)
+    result = fit(train_loop, {"config": cfg.model_dump(mode="json"), "spec": spec_dict,
+                              "clips": str(cache.resolve()), "seed": ctx.seed},
+                 storage=storage, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, max_failures=cfg.max_failures)
+    history = finish_fit(result, storage, ctx.stage_dir, files)
+    cache.unlink(missing_ok=True)
+    return history
 
 
 def finish_fit(result, storage, stage_dir: Path, files: tuple[str, ...]) -> list[dict]:

@@ -20,7 +20,6 @@ labels are read for that figure only, never for training).
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,12 +31,13 @@ from torch import nn
 from modalities.audio.logmel import LogMelSpec
 
 from ..plots import save_line_plot
-from ..ray_train import fit, resume_folder
+from ..ray_train import resume_folder
 from ..runner import StageContext, StageResult
 from ..student_record import read_student_record
 from .config import UnfusedConfig
-from .data import ViewParams, eval_input, load_arrays, load_splits, make_view, read_log_mels, save_arrays
-from .train_common import finish_fit, load_checkpoint, save_checkpoint, storage_of, unwrap, write_student_record
+from .data import ViewParams, eval_input, load_arrays, load_splits, make_view, read_log_mels
+from .train_common import (fit_on_clips, load_checkpoint, report_epoch, save_checkpoint, unwrap, worker_setup,
+                           write_student_record)
 
 
 class LayeredStudent(nn.Module):
@@ -87,7 +87,6 @@ def purity(clusters: np.ndarray, labels: list[str]) -> float:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    import ray.train
     import ray.train.torch
     from tqdm import tqdm
 
@@ -97,10 +96,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     cfg = UnfusedConfig.model_validate(loop_config["config"])
     spec = LogMelSpec.from_dict(loop_config["spec"])
-    torch.set_num_threads(max(1, int(loop_config["cpus_per_worker"])))
-    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
-    device = ray.train.torch.get_device()
-    torch.manual_seed(loop_config["seed"])
+    rank, world, device = worker_setup(loop_config)
     clips, targets = load_arrays(Path(loop_config["clips"]))
     targets = torch.from_numpy(targets)
 
@@ -153,13 +149,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                    "pseudo_label_accuracy": 100.0 * correct / max(1, seen), "clips_per_s": seen * world / wall,
                    **{k: v / len(losses) for k, v in parts_sum.items()}}
         history.append(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                save_checkpoint(Path(tmp), {"layered": unwrap(model), "student": unwrap(model).backbone}, optimizer,
-                                epoch, history)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+        report_epoch(rank, metrics, lambda folder: save_checkpoint(
+            folder, {"layered": unwrap(model), "student": unwrap(model).backbone}, optimizer, epoch, history))
 
 
 def run_unfused(ctx: StageContext) -> StageResult:
@@ -192,15 +183,7 @@ def run_unfused(ctx: StageContext) -> StageResult:
     sizes = np.bincount(labels, minlength=cfg.clusters)
     ctx.log.info("%d pseudo-classes: sizes %d..%d; purity vs the true keywords of the training clips %.1f%%",
                  cfg.clusters, sizes.min(), sizes.max(), cluster_purity)
-    cache = ctx.stage_dir / ".clips.npz"
-    save_arrays(cache, clips, labels)
-    storage = storage_of(cfg, ctx)
-    result = fit(train_loop_per_worker,
-                 {"config": cfg.model_dump(mode="json"), "spec": spec.to_dict(), "clips": str(cache.resolve()),
-                  "seed": ctx.seed},
-                 storage=storage, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, max_failures=cfg.max_failures)
-    history = finish_fit(result, storage, ctx.stage_dir, ("student.safetensors",))
-    cache.unlink(missing_ok=True)
+    history = fit_on_clips(ctx, cfg, train_loop_per_worker, spec.to_dict(), clips, labels, ("student.safetensors",))
     write_student_record(ctx.stage_dir, "ds_cnn", cfg.student.kwargs(), spec.to_dict(),
                          {"name": f"DINO teacher of stage {cfg.teacher} ({record['kind']} {record['kwargs']})",
                           "weights_sha256": record["weights_sha256"]}, "unfused")

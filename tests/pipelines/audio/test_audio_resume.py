@@ -13,7 +13,7 @@ import pytest
 from tests.pipelines.slidr.test_distill_stage import _descendants, _is_train_worker, _kill, _wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
-EPOCHS = 10
+EPOCHS = 40  # tiny epochs take about a second unloaded: enough of them that the kill lands mid-training
 
 
 @pytest.mark.slow
