@@ -12,7 +12,10 @@ batch dimension set to N, written to a temporary folder: the deployed model stay
   precision): the task adapter's numpy pre-processing (lidar: range-image projection; audio:
   the log-mel front-end) + the engine + the adapter's post-processing, per sample, on a
   held-out sample already read from its file (a robot gets scans / audio from a driver);
-  ``stages_ms`` times each numpy step alone (``read`` the file, ``preprocess``, ``postprocess``);
+  ``stages_ms`` times each numpy step alone (``read`` the file, ``preprocess``, ``postprocess``).
+  Pre-/post-processing and the end-to-end rows use the adapter's ``bench_input`` of the sample:
+  one deployed batch of it (IMU: the recording cut to one 5 s window, so resampling +
+  normalisation + engine of one window), so every row is per scan / clip / window;
 - peak memory: the process RSS increase from before the engine is created to the peak
   after the timed runs (sampled after every run; ONNX Runtime and torch CPU allocations
   are outside Python's tracemalloc), and ``torch.cuda.max_memory_allocated`` for torch on GPU;
@@ -150,11 +153,12 @@ def bench_stages(adapter, sample, fp32_model: Path, warmup: int, iters: int) -> 
     """Times of the adapter's numpy steps on one sample: (stats per step, feeds, pre-processing state, raw sample).
 
     ``read`` (decode the file), ``preprocess`` (raw sample -> engine feeds) and ``postprocess``
-    (engine outputs -> result, with the fp32 ONNX Runtime outputs of the sample).
+    (engine outputs -> result, with the fp32 ONNX Runtime outputs of the sample); the last two, like the
+    returned raw sample, on ``adapter.bench_input`` of the file's sample (one deployed batch of it).
     """
     from .runtime import OrtEngine  # noqa: PLC0415
 
-    raw = adapter.read(sample.path)
+    raw = adapter.bench_input(adapter.read(sample.path))
     feeds, state = adapter.preprocess(raw)
     outputs = OrtEngine(fp32_model, threads=1).run(feeds)
     steps = {"read": lambda: adapter.read(sample.path), "preprocess": lambda: adapter.preprocess(raw),

@@ -138,7 +138,8 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
 
     i = sub.add_parser(
         "infer", formatter_class=HelpFormatter,
-        help="run a bundle on raw files (lidar scans -> per-point labels; audio clips -> top-k keywords)",
+        help="run a bundle on raw files (lidar scans -> per-point labels; audio clips -> top-k keywords; "
+        "IMU recordings -> activity per 5 s window)",
         description="Verify the bundle's hashes, pre-process each file with the bundle's task adapter, run TensorRT "
         "if available else ONNX Runtime, and write the result; prints one line per file (the written file, after "
         "a summary where the task has one). Point segmentation: scans in .pcd.bin (nuScenes, "
@@ -146,9 +147,13 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
         "of the file; 255 = the point has no range-image pixel) and warns when a scan's beam layout does not match "
         "the model's sensor. Keyword spotting: .wav or .flac clips (any channel count and sample rate: mixed to "
         "mono, resampled to 16 kHz; the middle second of a longer clip is scored); prints the top-k keywords with "
-        "their probabilities and writes them to <stem>.keywords.json.")
+        "their probabilities and writes them to <stem>.keywords.json. IMU activity: .csv (t, ax, ay, az, gx, gy, gz "
+        "as the bundle's input spec names and scales them) or .npy recordings, resampled and cut into the model's "
+        "non-overlapping windows (those with a sensor gap are skipped and counted); prints the number of windows and "
+        "the majority activity and writes <stem>.activity.json (top-k per window) and <stem>.activity.csv "
+        "(start_s,end_s,label,score).")
     i.add_argument("bundle", type=Path, help="bundle folder")
-    i.add_argument("inputs", nargs="+", help="input files (lidar scans, audio clips)")
+    i.add_argument("inputs", nargs="+", help="input files (lidar scans, audio clips, IMU recordings)")
     i.add_argument("--out", type=Path, help="folder for the result files (default: next to each input)")
     i.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="model of the bundle to run")
     i.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"],

@@ -120,8 +120,10 @@ def export_bundle(run_dir: str | Path, model_name: str | None = None, out: str |
         held = adapter.samples("heldout")
         feeds = [adapter.preprocess(adapter.read(s.path))[0] for s in tqdm(held, desc="pre-process held-out", unit="sample")]
         onnx_path = staging / PRECISION_FILES["fp32"]
-        log.info("exporting %s -> ONNX opset %d, inputs %s", name, OPSET, {k: v.shape for k, v in feeds[0].items()})
-        export_onnx(model, feeds[0], [o["name"] for o in outputs], onnx_path)
+        # The deployed batch of the first sample (a sample may stack several, e.g. an IMU recording's windows).
+        example = {i["name"]: np.ascontiguousarray(feeds[0][i["name"]][: i["shape"][0]]) for i in inputs}
+        log.info("exporting %s -> ONNX opset %d, inputs %s", name, OPSET, {k: v.shape for k, v in example.items()})
+        export_onnx(model, example, [o["name"] for o in outputs], onnx_path)
         issues = [str(i) for i in unsupported_nodes(onnx.load(str(onnx_path)))]
         for issue in issues:
             log.warning("TensorRT %s cannot run node %s", TRT_VERSION_CHECKED, issue)
@@ -133,7 +135,7 @@ def export_bundle(run_dir: str | Path, model_name: str | None = None, out: str |
         metric = adapter.metric(engine.run, held)
         log.info("fp32 %s (ONNX Runtime, %d held-out samples): %.2f", metric["name"], len(held), metric["value"])
         heldout = {"metric": metric["name"], "samples": metric["samples"], "by_precision": {"fp32": metric["value"]}}
-        heldout |= {k: metric[k] for k in ("points",) if k in metric}
+        heldout |= {k: metric[k] for k in ("points", "points_noun") if k in metric}
         if "confusion" in metric:
             heldout["confusion_fp32"] = metric["confusion"]
         meta.update({

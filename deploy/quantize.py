@@ -136,7 +136,7 @@ def quantize_bundle(bundle_dir: str | Path, precisions: tuple[str, ...] = ("fp16
     import onnx  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from .runtime import OrtEngine  # noqa: PLC0415
+    from .runtime import OrtEngine, split_batches  # noqa: PLC0415
 
     bundle = load_bundle(bundle_dir)
     meta = bundle.metadata
@@ -167,11 +167,13 @@ def quantize_bundle(bundle_dir: str | Path, precisions: tuple[str, ...] = ("fp16
             convert_to_fp16(bundle.model_path("fp32"), dst)
             info = {"file": dst.name, "method": "fp16 weights/activations, fp32 I/O via Cast"}
         else:
-            calib_feeds = feeds(calib, "pre-process calibration")
-            log.info("int8: QDQ calibration on %d training samples", len(calib_feeds))
+            # One engine batch per calibration step (a sample may stack several, e.g. an IMU recording's windows).
+            calib_feeds = [f for fs in feeds(calib, "pre-process calibration")
+                           for f in split_batches(fs, fp32_engine.inputs)]
+            log.info("int8: QDQ calibration on %d training samples (%d engine batches)", len(calib), len(calib_feeds))
             quantize_int8(bundle.model_path("fp32"), dst, calib_feeds)
             info = {"file": dst.name, "method": "onnxruntime quantize_static QDQ, QInt8 symmetric, per-channel, MinMax",
-                    "calibration_samples": len(calib_feeds)}
+                    "calibration_samples": len(calib)}
         info["unsupported_nodes"] = [str(i) for i in unsupported_nodes(onnx.load(str(dst)))]
         engine = OrtEngine(dst)
         outs = [engine.run(f) for f in tqdm(held_feeds, desc=f"{prec} held-out", unit="sample")]

@@ -57,7 +57,8 @@ def render_report(meta: dict) -> str:
                      f"{_fmt_g(info.get('max_rel_err_vs_fp32'))} |")
     pipe = met["pipeline"]
     pipe_value = pipe.get("value", pipe.get("miou_heldout"))
-    counted = f"{held['points']} points of " if "points" in held and held["points"] != held["samples"] else ""
+    counted = (f"{held['points']} {held.get('points_noun', 'points')} of "
+               if "points" in held and held["points"] != held["samples"] else "")
     lines += ["", f"Pipeline's own (PyTorch) {pipe.get('name') or metric} of this model: {_fmt(pipe_value)}; "
               f"bundle figures over {counted}{held['samples']} samples."]
     conf = held.get("confusion_fp32")

@@ -11,7 +11,10 @@ No torch import anywhere on this path (it is the Jetson runtime image's entry po
 Engines take and return ``{name: array}``: :meth:`OrtEngine.run` and
 :meth:`deploy.tensorrt.TrtEngine.run` check every input's name, static shape and dtype
 against the model and raise a :class:`ValueError` saying what was expected; a silently
-broadcast or cast input would give wrong results instead of an error.
+broadcast or cast input would give wrong results instead of an error. The one exception is
+the batch axis: feeds that stack several engine batches along axis 0 (an IMU recording's
+windows: ``(n, 6, L)`` for a batch-1 engine) run one engine batch at a time, and each
+output is their concatenation along axis 0 (:func:`split_batches`).
 
 ONNX Runtime reference: https://onnxruntime.ai/docs/api/python/api_summary.html
 (``InferenceSession``, ``SessionOptions.graph_optimization_level``, ``intra_op_num_threads``).
@@ -40,6 +43,38 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
+
+
+def split_batches(feeds: dict[str, np.ndarray], specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
+    """``feeds`` cut along axis 0 into engine batches, each checked by :func:`check_feeds`.
+
+    Every input must hold the same number ``k >= 1`` of engine batches (its leading size is
+    ``k`` times the engine's, the other axes are the engine's); anything else is left to
+    :func:`check_feeds` to reject with its message. ``k == 1``: ``[check_feeds(feeds, specs)]``.
+    """
+    if isinstance(feeds, dict) and specs and sorted(feeds) == sorted(s.name for s in specs):
+        counts = set()
+        for spec in specs:
+            x = feeds[spec.name]
+            shape, want = getattr(x, "shape", ()), tuple(spec.shape)
+            if (len(shape) == len(want) and want and want[0] > 0 and shape[0] % want[0] == 0
+                    and tuple(shape[1:]) == want[1:]):
+                counts.add(shape[0] // want[0])
+            else:
+                counts.add(None)
+        if len(counts) == 1 and (k := counts.pop()) is not None and k > 1:
+            return [check_feeds({s.name: feeds[s.name][i * s.shape[0]:(i + 1) * s.shape[0]] for s in specs}, specs)
+                    for i in range(k)]
+    return [check_feeds(feeds, specs)]
+
+
+def run_batches(run_one: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], feeds: dict[str, np.ndarray],
+                specs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """``run_one`` (one checked engine batch -> outputs) over :func:`split_batches`; outputs joined along axis 0."""
+    parts = [run_one(f) for f in split_batches(feeds, specs)]
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]}
 
 
 def check_feeds(feeds: dict[str, np.ndarray], specs: list[TensorSpec]) -> dict[str, np.ndarray]:
@@ -102,9 +137,9 @@ class OrtEngine:
         self.outputs = [spec(t) for t in self.session.get_outputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = check_feeds(feeds, self.inputs)
+        """Outputs of ``feeds`` (checked; several stacked engine batches run one at a time, see :func:`run_batches`)."""
         names = [o.name for o in self.outputs]
-        return dict(zip(names, self.session.run(names, feeds), strict=True))
+        return run_batches(lambda f: dict(zip(names, self.session.run(names, f), strict=True)), feeds, self.inputs)
 
 
 def tensorrt_available() -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DEPLOYABLE_STUDENTS = ("range_net", "ds_cnn")
+DEPLOYABLE_STUDENTS = ("range_net", "ds_cnn", "imu_cnn", "imu_transformer")
 NOT_DEPLOYABLE = {
     "sparse_unet": "the sparse_unet student runs on spconv, which has no ONNX/TensorRT export (and NVIDIA's "
     "libspconv lacks inverse convolution and concat); distill a range_net student (slidr_range) to deploy",

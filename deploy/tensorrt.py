@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runtime import TensorSpec, check_feeds
+from .runtime import TensorSpec, run_batches
 
 log = logging.getLogger("edgedistill.deploy")
 
@@ -284,7 +284,10 @@ class TrtEngine:
             self.context.set_tensor_address(spec.name, ptr)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = check_feeds(feeds, self.inputs)
+        """Outputs of ``feeds`` (checked; several stacked engine batches run one at a time, see ``run_batches``)."""
+        return run_batches(self._run_one, feeds, self.inputs)
+
+    def _run_one(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, x in feeds.items():
             self.buffers.upload(self._bufs[name], x)
         if not self.context.execute_async_v3(self.buffers.handle):

@@ -9,16 +9,17 @@ digest, or the table files' names, sizes and mtimes) plus only the spec fields t
 stage kind declares it depends on (``StageKind.dataset_fields``): changing the held-out
 split re-runs training and evaluation, not superpixels.
 
-Kinds: ``nuscenes`` (any nuScenes-format root, the synthetic generator's included) and
+Kinds: ``nuscenes`` (any nuScenes-format root, the synthetic generator's included),
 ``keywords`` (labelled audio clips split into train / test plus an optional unlabelled pool,
-as class folders or CSV manifests; the espeak-ng generator's layout). A new kind is one more
+as class folders or CSV manifests; the espeak-ng generator's layout) and ``egocentric``
+(video + IMU recordings listed in a ``labels.csv``, split by subject). A new kind is one more
 model here with its own ``kind`` literal, added to :data:`DATASET_KINDS`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -75,13 +76,43 @@ class KeywordsDatasetSpec(LocatedDatasetSpec):
         """Cheap identity of an existing root: names, sizes and mtimes of its manifests and audio files."""
         if not root.is_dir():
             raise FileNotFoundError(f"keyword dataset root not found: {root}")
-        stats = {str(p.relative_to(root)): [p.stat().st_size, int(p.stat().st_mtime)]
-                 for p in sorted(root.rglob("*")) if p.is_file()}
-        return sha256_json({"root": str(root.resolve()), "files": stats})
+        return _tree_digest(root)
 
 
-DATASET_KINDS = {"nuscenes": NuScenesDatasetSpec, "keywords": KeywordsDatasetSpec}
-DatasetSpec = Annotated[Union[NuScenesDatasetSpec, KeywordsDatasetSpec], Field(discriminator="kind")]
+class EgocentricDatasetSpec(LocatedDatasetSpec):
+    """Egocentric recordings: ``<root>/<manifest>`` (``recording,label,subject[,video]``) listing IMU files
+    (CSV/NPY, paths relative to the root) and their videos (MP4; empty for an IMU-only labelled set).
+
+    The split is by subject, so that evaluation runs on people the students never saw:
+    ``test_subjects`` names them, or else the last ``holdout_subjects`` subjects in sorted order
+    are held out. ``imu`` declares the IMU files' columns and units
+    (:class:`modalities.imu.io.ImuColumns`: time s/ms/us/ns, accelerometer m/s^2 or g,
+    gyroscope rad/s or deg/s). Distillation reads the training subjects' videos and IMU (no
+    labels); evaluation reads the labels.
+    """
+
+    kind: Literal["egocentric"] = "egocentric"
+    manifest: str = "labels.csv"
+    test_subjects: list[str] | None = None
+    holdout_subjects: int = Field(default=2, ge=1)
+    imu: dict[str, Any] = Field(default_factory=dict)  # ImuColumns fields; {} = t, ax..gz in s, m/s^2, rad/s
+
+    def files_digest(self, root: Path) -> str:
+        """Cheap identity of an existing root: names, sizes and mtimes of every file under it."""
+        if not (root / self.manifest).is_file():
+            raise FileNotFoundError(f"egocentric dataset manifest not found: {root / self.manifest}")
+        return _tree_digest(root)
+
+
+def _tree_digest(root: Path) -> str:
+    stats = {str(p.relative_to(root)): [p.stat().st_size, int(p.stat().st_mtime)]
+             for p in sorted(root.rglob("*")) if p.is_file()}
+    return sha256_json({"root": str(root.resolve()), "files": stats})
+
+
+DATASET_KINDS = {"nuscenes": NuScenesDatasetSpec, "keywords": KeywordsDatasetSpec, "egocentric": EgocentricDatasetSpec}
+DatasetSpec = Annotated[Union[NuScenesDatasetSpec, KeywordsDatasetSpec, EgocentricDatasetSpec],
+                        Field(discriminator="kind")]
 
 
 def dataset_key(spec, files_digest: str, fields: tuple[str, ...]) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from .audio.config import DinoConfig, SynthKeywordsConfig, UnfusedConfig
+from .comodo.config import ComodoConfig, SynthEgocentricConfig, VideoTeacherConfig
 from .data.config import OverlayConfig, SuperpixelsConfig, SynthDrivingConfig
 from .deploy_config import DeployConfig
 from .evaluate.config import EvaluateConfig
@@ -47,7 +48,14 @@ KINDS: dict[str, StageKind] = {
                                 writes_dataset="keywords"),
     "dino_audio": StageKind(DinoConfig, "pipelines.audio.dino:run_dino", dataset_fields=("train", "test", "pool")),
     "unfused": StageKind(UnfusedConfig, "pipelines.audio.unfused:run_unfused", dataset_fields=("train", "test", "pool")),
+    "synth_egocentric": StageKind(SynthEgocentricConfig, "pipelines.comodo.synth_stage:run_synth_egocentric",
+                                  writes_dataset="egocentric"),
+    "video_teacher": StageKind(VideoTeacherConfig, "pipelines.comodo.teacher:run_video_teacher",
+                               dataset_fields=("manifest", "test_subjects", "holdout_subjects")),
+    "comodo": StageKind(ComodoConfig, "pipelines.comodo.train:run_comodo",
+                        dataset_fields=("manifest", "test_subjects", "holdout_subjects", "imu")),
     "evaluate": StageKind(EvaluateConfig, "pipelines.evaluate.stage:run_evaluate",
-                          dataset_fields=("version", "holdout_scenes", "lidar_sensor", "train", "test", "pool")),
+                          dataset_fields=("version", "holdout_scenes", "lidar_sensor", "train", "test", "pool",
+                                          "manifest", "test_subjects", "holdout_subjects", "imu")),
     "deploy": StageKind(DeployConfig, "pipelines.deploy_stage:run_deploy"),
 }

@@ -22,6 +22,7 @@ from .base import TaskAdapter
 ADAPTERS: dict[str, str] = {
     "point_segmentation": "deploy.tasks.point_segmentation:PointSegmentation",
     "keyword_spotting": "deploy.tasks.keyword_spotting:KeywordSpotting",
+    "imu_activity": "deploy.tasks.imu_activity:ImuActivity",
 }
 
 

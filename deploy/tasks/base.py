@@ -67,6 +67,12 @@ class TaskAdapter(ABC):
     def metric(self, run: Callable[[Feeds], Feeds], samples: list[Sample]) -> dict:
         """The task metric of an engine (``run``: feeds -> outputs) on ``samples``: {"name", "value", "samples", ...}.
 
-        Optional keys: ``points`` (the number of elements the metric counts, e.g. lidar points)
+        Optional keys: ``points`` (the number of elements the metric counts, e.g. lidar points),
+        ``points_noun`` (what they are called in report.md when not "points", e.g. "windows")
         and ``confusion`` (the (K, K) confusion matrix as nested lists, rows = target).
         """
+
+    def bench_input(self, raw: Any) -> Any:
+        """The raw sample ``edgedistill bench`` times end to end: ``raw`` itself, or the part of it that makes one
+        deployed batch (an IMU recording cut to one window), so that latencies are per :attr:`sample_noun`."""
+        return raw

@@ -33,7 +33,7 @@ from ..ray_train import resume_folder
 from ..runner import StageContext, StageResult
 from .config import DinoConfig
 from .data import ViewParams, fit_stats, load_arrays, load_splits, make_view, read_log_mels
-from .train_common import (fit_on_clips, load_checkpoint, report_epoch, save_checkpoint, unwrap, worker_setup,
+from ..train_common import (fit_on_clips, load_checkpoint, report_epoch, save_checkpoint, unwrap, worker_setup,
                            write_student_record)
 
 

@@ -36,7 +36,7 @@ from ..runner import StageContext, StageResult
 from ..student_record import read_student_record
 from .config import UnfusedConfig
 from .data import ViewParams, eval_input, load_arrays, load_splits, make_view, read_log_mels
-from .train_common import (fit_on_clips, load_checkpoint, report_epoch, save_checkpoint, unwrap, worker_setup,
+from ..train_common import (fit_on_clips, load_checkpoint, report_epoch, save_checkpoint, unwrap, worker_setup,
                            write_student_record)
 
 

@@ -19,11 +19,14 @@ class EvaluateConfig(StageConfig):
 
     # Fractions of the training scans that get labels (at least one scan each). SLidR: 1 %.
     label_fractions: list[float] = Field(default=[0.01, 0.1], min_length=1)
-    protocols: list[Literal["linear_probe", "finetune"]] = Field(default=["linear_probe", "finetune"], min_length=1)
+    # linear_probe and svm (StandardScaler + RBF SVM, DESIGN 5.2) on frozen features; finetune: LP-FT.
+    protocols: list[Literal["linear_probe", "svm", "finetune"]] = Field(default=["linear_probe", "finetune"],
+                                                                        min_length=1)
     # Fine-tuning is the costly protocol: None runs it at every label fraction, a list at those only.
     finetune_label_fractions: list[float] | None = None
     probe_steps: int = Field(default=300, ge=1)
     probe_lr: float = Field(default=1e-2, gt=0)  # Adam, on z-scored frozen features
+    svm_c: float = Field(default=1.0, gt=0)  # the RBF SVM's C
     finetune_steps: int = Field(default=200, ge=1)  # optimizer steps (few labels: epochs are tiny)
     finetune_lr: float = Field(default=1e-3, gt=0)  # AdamW, the head's rate; our choice for few-label CPU runs
     # The backbone's rate is finetune_lr x this (SLidR's reference fine-tunes it 100x lower than the head).

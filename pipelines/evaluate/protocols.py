@@ -75,6 +75,44 @@ def linear_probe(
     return confusion_matrix(pred.numpy(), test[1].numpy(), num_classes)
 
 
+def linear_probe_scores(train: tuple[torch.Tensor, torch.Tensor], test_x: torch.Tensor, num_classes: int,
+                        steps: int, lr: float, seed: int) -> np.ndarray:
+    """A linear classifier on frozen features; its class scores (N_test, C) on ``test_x``."""
+    clf = fit_linear_probe(*train, num_classes, steps, lr, seed)
+    with torch.no_grad():
+        return clf(test_x).numpy()
+
+
+def svm_scores(train: tuple[torch.Tensor, torch.Tensor], test_x: torch.Tensor, num_classes: int, C: float = 1.0,
+               seed: int = 0) -> np.ndarray:
+    """StandardScaler + RBF SVM (scikit-learn ``SVC``, one-vs-rest decision values) on frozen features:
+    scores (N_test, C); a class absent from the labelled subset scores -inf (DESIGN 5.2's protocol)."""
+    from sklearn.pipeline import make_pipeline  # noqa: PLC0415
+    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+    from sklearn.svm import SVC  # noqa: PLC0415
+
+    x, y = train[0].numpy().astype(np.float64), train[1].numpy()
+    keep = y != IGNORE
+    x, y = x[keep], y[keep]
+    scores = np.full((len(test_x), num_classes), -np.inf)
+    classes = np.unique(y)
+    if len(classes) == 1:  # one labelled class: every prediction is that class
+        scores[:, classes[0]] = 0.0
+        return scores
+    svm = make_pipeline(StandardScaler(), SVC(C=C, kernel="rbf", gamma="scale", decision_function_shape="ovr",
+                                              random_state=seed))
+    svm.fit(x, y)
+    d = svm.decision_function(test_x.numpy().astype(np.float64))
+    scores[:, classes] = d if d.ndim == 2 else np.stack([-d, d], axis=1)
+    return scores
+
+
+def top_k_accuracy(scores: np.ndarray, y: np.ndarray, k: int) -> float:
+    """% of rows whose true class is among the ``k`` highest scores (ties broken by class order)."""
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float((top == np.asarray(y)[:, None]).any(1).mean() * 100)
+
+
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     """LR multiplier: linear warm-up from 1/warmup to 1 over ``warmup_steps``, then cosine to 0."""
     if step < warmup_steps:

@@ -17,12 +17,12 @@ import math
 import numpy as np
 
 from modalities.fileio import atomic_write_json
-from modalities.segmentation_metrics import iou_per_class
+from modalities.segmentation_metrics import confusion_matrix, iou_per_class
 
 from ..runner import StageContext, StageResult
 from ..student_record import read_student_record
 from .config import EvaluateConfig
-from .protocols import linear_probe, paired_comparison
+from .protocols import linear_probe_scores, paired_comparison, svm_scores, top_k_accuracy
 from .tasks import evaluation_task
 
 
@@ -46,6 +46,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
             tasks[record["task"]] = evaluation_task(record["task"], where)(ctx, cfg)
         task = tasks[record["task"]]
         C = task.num_classes
+        top_k = getattr(task, "top_k", None)
         student = task.student(record, ctx.inputs[stage])
         for fraction in cfg.label_fractions:
             for protocol in cfg.protocols:
@@ -53,6 +54,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                     continue
                 repeats = cfg.repeats if protocol == "linear_probe" else cfg.finetune_repeats
                 metric = {init: [] for init in INITS}
+                metric_k = {init: [] for init in INITS}  # top-k accuracy, where the task reports it
                 conf_sum = {init: np.zeros((C, C), np.int64) for init in INITS}
                 for r in range(repeats):
                     seed = ctx.seed * 1000 + r  # one labelled subset and seed per paired run, shared by both inits
@@ -60,9 +62,17 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                     for init in INITS:
                         ctx.log.info("%s (%s init) %s, %.0f%% labels (%d samples), run %d/%d", stage, init, protocol,
                                      fraction * 100, len(labeled_idx), r + 1, repeats)
-                        if protocol == "linear_probe":
-                            conf = linear_probe(student.labeled_features(init, labeled_idx), student.test_features(init),
-                                                C, cfg.probe_steps, cfg.probe_lr, seed)
+                        if protocol in ("linear_probe", "svm"):
+                            test_x, test_y = student.test_features(init)
+                            if protocol == "svm":
+                                scores = svm_scores(student.labeled_features(init, labeled_idx), test_x, C,
+                                                    cfg.svm_c, seed)
+                            else:
+                                scores = linear_probe_scores(student.labeled_features(init, labeled_idx), test_x, C,
+                                                             cfg.probe_steps, cfg.probe_lr, seed)
+                            conf = confusion_matrix(scores.argmax(1), test_y.numpy(), C)
+                            if top_k:
+                                metric_k[init].append(top_k_accuracy(scores, test_y.numpy(), top_k))
                         else:
                             conf, model = student.finetune(init, labeled_idx, seed)
                             if init == "distilled" and r == 0:  # the deployable model (see deploy/)
@@ -71,7 +81,8 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                         conf_sum[init] += conf
                         runs.append({"student": stage, "init": init, "protocol": protocol, "label_fraction": fraction,
                                      "run": r, "seed": seed, "labeled_samples": task.train_tokens(labeled_idx),
-                                     task.metric: metric[init][-1]})
+                                     task.metric: metric[init][-1],
+                                     **({f"top{top_k}": metric_k[init][-1]} if metric_k[init] else {})})
                 figure = None
                 if getattr(task, "confusion_figures", False):  # few classes: a picture says where errors go
                     from ..plots import save_confusion_plot  # noqa: PLC0415
@@ -86,6 +97,8 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                     "metric": task.metric, **paired_comparison(metric["distilled"], metric["random"]),
                     "iou_per_class": {init: _class_iou(conf_sum[init], task.class_names) for init in INITS},
                     **({"confusion_figure": figure} if figure else {}),
+                    **({f"top{top_k}": paired_comparison(metric_k["distilled"], metric_k["random"])}
+                       if metric_k["distilled"] else {}),
                 })
     atomic_write_json(ctx.stage_dir / "results.json", {"comparisons": comparisons, "runs": runs})
     summary = [{k: v for k, v in c.items() if k != "iou_per_class"} for c in comparisons]
@@ -117,6 +130,18 @@ def _report(comparisons: list[dict], task) -> str:
         lines.append(f"| {c['student']} ({c['student_kind']}) | {c['protocol']} | {c['label_fraction']:.0%} "
                      f"({c['labeled_samples']} {noun}{'s' if c['labeled_samples'] > 1 else ''}) | {c['random_mean']:.1f} | {c['distilled_mean']:.1f} | "
                      f"{c['gain_mean']:+.1f} {ci} | {c['n_paired']} | {verdict} |")
+    topk = [c for c in comparisons if any(k.startswith("top") and k[3:].isdigit() for k in c)]
+    if topk:
+        lines += ["", "Top-k accuracy of the same runs:", "",
+                  "| student | protocol | labels | k | random init | distilled | gain [95% CI] | gain? |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for c in topk:
+            key = next(k for k in c if k.startswith("top") and k[3:].isdigit())
+            t = c[key]
+            ci = "n/a" if t["gain_ci95"] is None else f"[{t['gain_ci95'][0]:+.1f}, {t['gain_ci95'][1]:+.1f}]"
+            verdict = ("yes" if t["gain_mean"] > 0 else "no: a loss") if t["claimed"] else "within noise"
+            lines.append(f"| {c['student']} | {c['protocol']} | {c['label_fraction']:.0%} | {key[3:]} | "
+                         f"{t['random_mean']:.1f} | {t['distilled_mean']:.1f} | {t['gain_mean']:+.1f} {ci} | {verdict} |")
     present = [n for n in class_names if any(c["iou_per_class"][i][n] is not None for c in comparisons for i in INITS)]
     lines += ["", f"Per-class IoU (%) on the held-out {noun}s, over all paired runs:", "",
               "| student | init | protocol | labels | " + " | ".join(present) + " |", "|---" * (4 + len(present)) + "|"]
@@ -125,7 +150,8 @@ def _report(comparisons: list[dict], task) -> str:
             iou = c["iou_per_class"][init]
             lines.append(f"| {c['student']} | {init} | {c['protocol']} | {c['label_fraction']:.0%} | "
                          + " | ".join(f"{iou[n]:.1f}" if iou[n] is not None else "-" for n in present) + " |")
-    what = "Point-wise mIoU on the held-out scenes" if task.metric == "miou" else "Clip accuracy on the held-out voices"
+    what = getattr(task, "description", None) or (
+        "Point-wise mIoU on the held-out scenes" if task.metric == "miou" else "Clip accuracy on the held-out voices")
     return (f"{what} ({test_samples} {noun}s), distilled vs random initialisation. Each "
             "paired run draws its own labelled subset and seed, shared by both inits; a gain is claimed only when its "
             "95% interval excludes 0.\n\n" + "\n".join(lines) + "\n")

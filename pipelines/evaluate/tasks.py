@@ -19,6 +19,7 @@ import importlib
 TASKS: dict[str, str] = {
     "point_features": "pipelines.evaluate.point_segmentation:PointSegmentationTask",
     "clip_features": "pipelines.evaluate.clip_classification:ClipClassificationTask",
+    "window_features": "pipelines.evaluate.window_classification:WindowClassificationTask",
 }
 
 

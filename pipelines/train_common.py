@@ -1,4 +1,4 @@
-"""What the audio training loops share: checkpoints, the per-step schedule, the stage's hand-off.
+"""What the Ray Train loops of the audio and IMU stages share: checkpoints, epoch reports, the stage's hand-off.
 
 Checkpoint folders (one per epoch, written by rank 0; :mod:`pipelines.ray_train` finds the newest
 complete one): ``<name>.safetensors`` per module, ``state.pt`` (optimizer, epoch, history and
@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from modalities.fileio import atomic_write_json, sha256_file
 
-from ..ray_train import META, checkpoint_directory, latest_checkpoint
-from ..student_record import STUDENT_RECORD
+from .ray_train import META, checkpoint_directory, latest_checkpoint
+from .student_record import STUDENT_RECORD
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -70,11 +70,19 @@ def report_epoch(rank: int, metrics: dict, write) -> None:
 def fit_on_clips(ctx, cfg, train_loop, spec_dict: dict, clips: list, labels, files: tuple[str, ...]) -> list[dict]:
     """Run ``train_loop`` on Ray Train over ``clips`` (cached as one hidden .npz in the stage folder, removed
     after); ``files`` of the last checkpoint are copied into the stage folder. Returns the history."""
-    from ..ray_train import fit  # noqa: PLC0415
-    from .data import save_arrays  # noqa: PLC0415
+    from .audio.data import save_arrays  # noqa: PLC0415
+
+    return fit_with_cache(ctx, cfg, train_loop, spec_dict, lambda cache: save_arrays(cache, clips, labels), files)
+
+
+def fit_with_cache(ctx, cfg, train_loop, spec_dict: dict, write_cache, files: tuple[str, ...]) -> list[dict]:
+    """Run ``train_loop`` on Ray Train over the arrays that ``write_cache(path)`` writes to one hidden .npz in the
+    stage folder (the loop config's ``clips``; removed after); ``files`` of the last checkpoint are copied into
+    the stage folder. Returns the history."""
+    from .ray_train import fit  # noqa: PLC0415
 
     cache = ctx.stage_dir / ".clips.npz"
-    save_arrays(cache, clips, labels)
+    write_cache(cache)
     storage = storage_of(cfg, ctx)
     result = fit(train_loop, {"config": cfg.model_dump(mode="json"), "spec": spec_dict,
                               "clips": str(cache.resolve()), "seed": ctx.seed},
@@ -105,9 +113,11 @@ def storage_of(cfg, ctx) -> str | Path:
             else ctx.stage_dir / ".ray_results")
 
 
-def write_student_record(stage_dir: Path, kind: str, kwargs: dict, spec_dict: dict, teacher: dict, method: str) -> dict:
-    """``student.json`` for an audio backbone in ``student.safetensors`` (task ``clip_features``)."""
-    record = {"format": 2, "kind": kind, "kwargs": kwargs, "task": "clip_features", "input": spec_dict,
+def write_student_record(stage_dir: Path, kind: str, kwargs: dict, spec_dict: dict, teacher: dict, method: str,
+                         task: str = "clip_features") -> dict:
+    """``student.json`` for a backbone in ``student.safetensors`` (task ``clip_features``: audio clips,
+    ``window_features``: IMU windows)."""
+    record = {"format": 2, "kind": kind, "kwargs": kwargs, "task": task, "input": spec_dict,
               "teacher": teacher, "method": method, "weights": "student.safetensors",
               "weights_sha256": sha256_file(stage_dir / "student.safetensors")}
     atomic_write_json(stage_dir / STUDENT_RECORD, record)
