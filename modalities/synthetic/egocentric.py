@@ -539,18 +539,19 @@ def build_scene(activity: str, s: Subject, q: dict, traj: Trajectory, rng: np.ra
     def no_boxes(t: float) -> list[_Box]:
         return []
 
-    boxes_at = no_boxes
+    boxes_at: Callable[[float], list[_Box]] = no_boxes
     if activity == "waving":
         f, phi = q["f"], q["phi"]
         elbow = to_world((0.25, -0.3, eye - 0.45))
 
-        def boxes_at(t: float) -> list[_Box]:
+        def waving_boxes(t: float) -> list[_Box]:
             a = TAU * f * t + phi
             hand = to_world((0.42, -0.12 + 0.14 * np.sin(a), eye - 0.03))
             wrist = hand - R_l @ np.array([0.0, 0.0, 0.09])
             return [_Box(hand, R_l @ _rot_zyx(np.array([[0.0, 0.0, 0.35 * np.sin(a)]]))[0],
                          np.array([0.015, 0.045, 0.09]), 0),
                     _segment(elbow, wrist, 0.035, 1)]
+        boxes_at = waving_boxes
     elif activity == "typing":
         top = seat_eye - rng.uniform(0.48, 0.56)
         front = rng.uniform(0.22, 0.32)
@@ -559,7 +560,7 @@ def build_scene(activity: str, s: Subject, q: dict, traj: Trajectory, rng: np.ra
               Material(TEX["coins"], (0.45, 0.45, 0.5), 0.8, 0.12), local=True)
         f, phi = q["f"], q["phi"]
 
-        def boxes_at(t: float) -> list[_Box]:
+        def typing_boxes(t: float) -> list[_Box]:
             out = []
             for side, ph in ((1.0, 0.0), (-1.0, 2.1)):
                 drift = 0.012 * np.sin(TAU * 0.3 * t + phi + ph)
@@ -568,6 +569,7 @@ def build_scene(activity: str, s: Subject, q: dict, traj: Trajectory, rng: np.ra
                 out += [_axis_box(hand, (0.05, 0.04, 0.015), 0, yaw=traj.yaw0 - side * 0.25),
                         _segment(elbow, hand - R_l @ np.array([0.04, 0.0, 0.0]), 0.032, 1)]
             return out
+        boxes_at = typing_boxes
     elif activity == "stirring":
         top = eye - rng.uniform(0.68, 0.8)
         front = rng.uniform(0.18, 0.28)
@@ -579,7 +581,7 @@ def build_scene(activity: str, s: Subject, q: dict, traj: Trajectory, rng: np.ra
         f, phi, rad = q["f"], q["phi"], q["stir_r"]
         elbow = to_world((front - 0.05, -0.27, top + 0.22))
 
-        def boxes_at(t: float) -> list[_Box]:
+        def stirring_boxes(t: float) -> list[_Box]:
             a = TAU * f * t + phi
             ring = np.array([np.cos(a), np.sin(a)])
             hand_l = np.array([*(pot_c + rad * ring), top + pot_h + 0.1])
@@ -588,6 +590,7 @@ def build_scene(activity: str, s: Subject, q: dict, traj: Trajectory, rng: np.ra
             return [_axis_box(hand, (0.045, 0.035, 0.02), 0, yaw=traj.yaw0 + 0.3 * np.sin(a)),
                     _segment(to_world(hand_l - (0, 0, 0.015)), to_world(tip_l), 0.006, 2),
                     _segment(elbow, hand, 0.032, 1)]
+        boxes_at = stirring_boxes
     elif activity == "sitting_down" and rng.random() < 0.6:
         _table(b, rng.uniform(0.35, 0.5), seat_eye - rng.uniform(0.45, 0.55), clutter=True)
     elif activity in ("standing", "looking_around") and rng.random() < 0.3:
@@ -679,18 +682,23 @@ class EgoRenderer:
                 normal[closer] = nb[closer]
                 gid[closer] = self.n_static + np.array([b.material for b in boxes])[wb[closer]]
         ok = np.isfinite(t_hit)
-        rgb = np.empty((len(dirs), 3), dtype=np.float32)
-        miss = ~ok
-        up = np.clip(dirs[miss, 2], 0.0, 1.0)[:, None]
-        rgb[miss] = SKY_HORIZON * (1 - up) + SKY_ZENITH * up
-        d = dirs[ok]
-        p = p_world.astype(np.float32) + d * t_hit[ok, None]
-        n = normal[ok]
-        n = n * np.where(np.sum(n * d, axis=1) > 0, -1.0, 1.0).astype(np.float32)[:, None]  # face the viewer
-        g = gid[ok]
+        if ok.all():  # indoors-like views: shade every ray, no masking
+            d, th, n, g = dirs, t_hit, normal, gid
+        else:
+            d, th, n, g = dirs[ok], t_hit[ok], normal[ok], gid[ok]
+        p = p_world.astype(np.float32) + d * th[:, None]
+        flip = np.einsum("ij,ij->i", n, d) > 0
+        n[flip] *= -1.0  # face the viewer
         albedo = sample_albedo(p, n, self.texture[g], self.tint[g], self.mix[g], self.scale[g])
         shade = AMBIENT + (1 - AMBIENT) * np.clip(n @ self.sun, 0.0, 1.0)
-        rgb[ok] = np.clip(albedo * shade[:, None], 0, 1)
+        lit = np.minimum(albedo * shade[:, None], 1.0)
+        if ok.all():
+            rgb = lit
+        else:
+            rgb = np.empty((len(dirs), 3), dtype=np.float32)
+            up = np.clip(dirs[~ok, 2], 0.0, 1.0)[:, None]
+            rgb[~ok] = SKY_HORIZON * (1 - up) + SKY_ZENITH * up
+            rgb[ok] = lit
         return (rgb * 255 + 0.5).astype(np.uint8).reshape(self.height, self.width, 3)
 
 
@@ -720,8 +728,6 @@ def _imu_csv(t: np.ndarray, acc: np.ndarray, gyro: np.ndarray) -> str:
 def render_recording(activity: str, s: Subject, take: int, cfg: EgocentricConfig
                      ) -> tuple[list[np.ndarray], str, dict[str, Any]]:
     """Frames, imu.csv text and ground-truth metadata of one recording (nothing written)."""
-    from modalities.video.io import write_video  # noqa: F401,PLC0415  (fail early if PyAV is missing)
-
     rng = _rec_rng(cfg.seed, f"{s.id}/{activity}/{take}")
     traj = make_trajectory(activity, s, rng, cfg.duration_s)
     scene = build_scene(activity, s, traj.q, traj, rng, cfg.duration_s)

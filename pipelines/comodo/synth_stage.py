@@ -18,6 +18,15 @@ def run_synth_egocentric(ctx: StageContext) -> StageResult:
     gen = EgocentricConfig(subjects=cfg.subjects, recordings_per_activity=cfg.recordings_per_activity,
                            duration_s=cfg.duration_s, fps=cfg.fps, width=cfg.width, height=cfg.height,
                            imu_rate_hz=cfg.imu_rate_hz, seed=ctx.seed, **extra)
-    meta = generate_egocentric(ctx.stage_dir / "egocentric", gen, workers=cfg.workers)
-    return StageResult(metrics={"recordings": meta.get("recordings"), "subjects": cfg.subjects,
-                                "activities": len(meta.get("activities", [])), "seconds": meta.get("seconds")})
+    from tqdm import tqdm  # noqa: PLC0415
+
+    with tqdm(desc="egocentric recordings", unit="rec", dynamic_ncols=True) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        meta = generate_egocentric(ctx.stage_dir / "egocentric", gen, progress=progress, workers=cfg.workers)
+    return StageResult(metrics={**meta["counts"], "activities": len(meta["activities"]),
+                                "written_now": meta["written_now"],
+                                "seconds_per_recording": round(meta["seconds_per_recording"], 3)})

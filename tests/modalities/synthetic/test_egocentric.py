@@ -84,6 +84,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     assert (a / "s00/walking_0/imu.csv").read_bytes() != (c / "s00/walking_0/imu.csv").read_bytes()
 
 
+@pytest.mark.slow  # spawns two processes that import open3d: ~5-12 s on a busy 2-core machine
 def test_workers_do_not_change_the_files(tmp_path):
     cfg = EgocentricConfig(**dict(TINY, subjects=1, activities=("standing", "waving"), duration_s=0.5))
     generate_egocentric(tmp_path / "one", cfg, workers=1)
@@ -142,7 +143,8 @@ def test_walking_bobs_at_the_subjects_step_frequency(dataset):
 
 
 def test_imu_matches_closed_form_rotation():
-    """Oracle: a head pitched by theta turning with yaw(t) reads gyro = Ry(theta)^T (0, 0, yaw') and acc = Ry^T (0, 0, g)."""
+    """Oracle: a head pitched by theta turning with yaw(t) reads gyro = Ry(theta)^T (0, 0, yaw')
+    and acc = Ry(theta)^T (0, 0, g)."""
     s = make_subjects(1, 0)[0]
     q = dict(phi=0.0, yaw_amp=0.8, f1=0.25, pitch_amp=0.0, f2=0.1, drift_amp=np.zeros((6, 3)),
              drift_hz=np.ones((6, 3)), drift_phase=np.zeros((6, 3)))

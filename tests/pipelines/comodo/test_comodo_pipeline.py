@@ -1,0 +1,94 @@
+"""The video-to-IMU pipeline through the real CLI at toy size: recordings -> teacher -> COMODO / InfoNCE ->
+evaluation -> deploy; and a killed COMODO worker that resumes from its checkpoint (queue included)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from pipelines.student_record import read_student_record
+from tests.pipelines.slidr.test_distill_stage import _descendants, _is_train_worker, _kill, _wait_for
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_comodo_pipeline_end_to_end(tmp_path):
+    cmd = [sys.executable, "-m", "pipelines", "run", "tests/configs/comodo_tiny.yaml", f"runs_dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=880)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run = tmp_path / "comodo_tiny"
+    report = json.loads((run / "report.json").read_text())
+    assert report["stage_order"] == ["recordings", "teacher", "comodo", "infonce", "evaluate", "deploy"]
+    with open(run / "recordings" / "egocentric" / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * 4 * 2 and {r["subject"] for r in rows} == {"s00", "s01", "s02"}  # subjects x acts x 2
+    teacher = report["stages"]["teacher"]["metrics"]
+    train_recordings = 2 * 4 * 2  # the last subject is held out
+    assert teacher["recordings"] == train_recordings and teacher["clips"] == 2 * train_recordings
+    with np.load(run / "teacher" / "embeddings.npz") as z:
+        emb = z["embedding"]
+        assert emb.shape == (32, 32) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+        assert np.abs(emb - emb[0]).max() > 0.1  # clips differ
+    for stage, kind in (("comodo", "imu_cnn"), ("infonce", "imu_transformer")):
+        record = read_student_record(run / stage)  # checks the weights' sha256 too
+        assert (record["kind"], record["task"], record["input"]["kind"]) == (kind, "window_features", "imu_window")
+        assert record["input"]["std"] != [1.0] * 6  # the training windows' normalisation is stored with the run
+        m = report["stages"][stage]["metrics"]
+        assert m["windows"] == 32 and m["queue_seed_windows"] == 6 and m["train_windows"] == 26
+    history = json.loads((run / "comodo" / "history.json").read_text())
+    assert len(history) == 2 and all(np.isfinite(h["loss"]) and np.isfinite(h["heldout_loss"]) for h in history)
+    results = json.loads((run / "evaluate" / "results.json").read_text())
+    comps = {(c["student"], c["protocol"], c["label_fraction"]): c for c in results["comparisons"]}
+    assert set(comps) == {(s, p, f) for s in ("comodo", "infonce") for p, f in
+                          (("svm", 0.5), ("linear_probe", 0.5), ("finetune", 0.5), ("svm", 1.0),
+                           ("linear_probe", 1.0))}
+    for key, c in comps.items():
+        assert c["metric"] == "accuracy" and c["test_samples"] == 16 and c["n_paired"] == 2  # 8 recordings x 2
+        assert ("top3" in c) == (key[1] != "finetune")
+        if "top3" in c:
+            assert c["top3"]["distilled_mean"] >= c["distilled_mean"]
+    sidecar = json.loads((run / "evaluate" / "models" / "comodo_50pct.json").read_text())
+    assert sidecar["task"] == "imu_activity" and sidecar["classes"] == sorted(sidecar["classes"])
+    assert len(sidecar["heldout_samples"]) == 8 and all(Path(s["imu"]).is_file() for s in sidecar["heldout_samples"])
+    deploy = report["stages"]["deploy"]["metrics"]
+    assert deploy["parity_max_rel_err"] < 1e-4 and 0 <= deploy["accuracy_int8"] <= 100
+    text = (run / "report.md").read_text()
+    assert "held-out subjects" in text and "Top-k accuracy" in text
+
+
+EPOCHS = 30
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_killed_comodo_worker_restarts_from_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "pipelines", "run", "tests/configs/comodo_tiny.yaml", f"runs_dir={tmp_path}",
+           "only=[recordings, teacher, comodo]", f"stages.comodo.optim.epochs={EPOCHS}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        stage = tmp_path / "comodo_tiny" / "comodo"
+        _wait_for(stage / ".ray_results", "run-0/checkpoint_*/meta.json", proc, count=2)
+        workers = [p for p in _descendants(proc) if _is_train_worker(p)]
+        assert workers, "no Ray Train worker process of this run found to kill"
+        _kill(workers)
+        psutil.wait_procs(workers, timeout=30)
+        out, _ = proc.communicate(timeout=800)
+    finally:
+        if proc.poll() is None:
+            _kill(_descendants(proc))
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out[-4000:]
+    history = json.loads((stage / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(EPOCHS))
+    assert max(h["attempt_start_epoch"] for h in history) > 0  # later epochs ran after the restart
+    assert all(h["queue"] == 8 for h in history)  # the queue came back full from the checkpoint
