@@ -31,6 +31,9 @@ class SynthConfig(BaseModel):
     pedestrians_per_100m: float = Field(6.0, ge=0.0, le=60.0)
     trees_per_100m: float = Field(8.0, ge=0.0, le=60.0)
     version: str = "v1.0-synthetic"  # the table folder name, as v1.0-mini / v1.0-trainval
+    # Also write bev_labels/<sample token>.png (modalities.bev_labels format, default grid).
+    # Off by default; left out of the resolved options while off, so existing sets keep their bytes.
+    bev_labels: bool = Field(False, exclude_if=lambda v: not v)
 
     @field_validator("version")
     @classmethod

@@ -14,6 +14,8 @@ Layout (Caesar et al., "nuScenes: A multimodal dataset for autonomous driving", 
     DIR/groundtruth/<CAM_*>/<image stem>_semantic.png       uint8 class id per pixel (255 = sky)
     DIR/groundtruth/<CAM_*>/<image stem>_depth.npy          float32 camera z in m (0.0 = sky)
     DIR/groundtruth/classes.json                            id -> name, colour, reflectivity
+    DIR/bev_labels/<sample token>.png, grid.json            BEV class per cell (only with bev_labels; see
+                                                            modalities.bev_labels and modalities.synthetic.bev)
     DIR/synthetic.json                                      resolved options + counts
 
 Reproducibility: tokens are seeded hashes, timestamps come from the seed and scene index,
@@ -35,14 +37,17 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from modalities.bev_labels import BevGridSpec, bev_label_path, write_bev_labels
 from modalities.camera.calibration import rotation_to_quaternion
 from modalities.synthetic import classes as C
 from modalities.synthetic import rig
+from modalities.synthetic.bev import bev_labels_of_scene
 from modalities.synthetic.config import SynthConfig
 from modalities.synthetic.render import WorldRenderer
 from modalities.synthetic.scene import MAP_RESOLUTION_M, World, build_world, rot_z
 
 KEYFRAME_PERIOD_US = 500_000  # nuScenes annotates key frames at 2 Hz
+BEV_GRID = BevGridSpec()  # of bev_labels: [-32, 32) m x [-32, 32) m around LIDAR_TOP at 0.5 m, 128 x 128
 ANNOTATION_RADIUS_M = 60.0  # objects closer than this to the ego get a box at a sample
 ATTRIBUTES = (
     ("vehicle.moving", "Vehicle is moving."),
@@ -207,6 +212,10 @@ def generate_scene(out_dir: Path, cfg: SynthConfig, scene_index: int) -> dict:
             sweep_us = key_us - j * KEYFRAME_PERIOD_US // (cfg.sweeps_per_sample + 1)
             lidar_sweep(sweep_us, sample_token, False, (k, j))
         point_instance = lidar_sweep(key_us, sample_token, True, (k, 0))
+        if cfg.bev_labels:  # the world around the key frame's LIDAR_TOP, the frame of its scan
+            T_road_from_lidar = world.T_road_from_ego((key_us - start_us) / 1e6) @ T_ego_from_lidar
+            labels = bev_labels_of_scene(renderer.scene, renderer.cls[:-1], T_road_from_lidar, BEV_GRID)
+            write_bev_labels(bev_label_path(out_dir, sample_token), labels, BEV_GRID)
         rec["sample"].append({"token": sample_token, "timestamp": key_us, "prev": "", "next": "",
                               "scene_token": scene_token})
         visible = np.zeros(len(world.objects) + 1, dtype=np.int64)

@@ -21,7 +21,8 @@ class SynthDrivingConfig(SynthConfig):
     """Stage kind ``synth_driving``: the synthetic generator's options (writes a nuScenes-format dataset).
 
     A dataset with ``from_stage: <this stage>`` reads what it writes; its ``version`` and
-    ``lidar_sensor`` must equal the generator's.
+    ``lidar_sensor`` must equal the generator's. ``bev_labels: true`` adds BEV semantic ground
+    truth (``nuscenes/bev_labels/``, format in ``modalities.bev_labels``).
     """
 
     kind: Literal["synth_driving"] = "synth_driving"
