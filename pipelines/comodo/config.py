@@ -102,9 +102,10 @@ class ComodoConfig(StageConfig):
 
     ``objective``: ``queue`` (COMODO's distribution distillation against a FIFO queue of teacher
     embeddings, :func:`pipelines.losses.comodo.queue_distillation_loss`) or ``infonce`` (the
-    IMU2CLIP-style contrastive baseline, :func:`pipelines.losses.comodo.info_nce_loss`). The queue is
-    seeded with the teacher embeddings of ``queue_seed_fraction`` of the training subjects' clips,
-    which are then left out of training. Writes the student backbone (``student.safetensors``) and its
+    IMU2CLIP-style contrastive baseline, :func:`pipelines.losses.comodo.info_nce_loss`).
+    ``queue_seed_fraction`` of the training subjects' clips are left out of training (for both
+    objectives, so that they train on the same windows): their teacher embeddings seed the queue,
+    and the loss on them is the held-out loss of the history. Writes the student backbone (``student.safetensors``) and its
     record (task ``window_features``); the projection head exists only in training.
     """
 

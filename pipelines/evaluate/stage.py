@@ -52,7 +52,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
             for protocol in cfg.protocols:
                 if protocol == "finetune" and fraction not in cfg.finetune_fractions():
                     continue
-                repeats = cfg.repeats if protocol == "linear_probe" else cfg.finetune_repeats
+                repeats = cfg.finetune_repeats if protocol == "finetune" else cfg.repeats
                 metric = {init: [] for init in INITS}
                 metric_k = {init: [] for init in INITS}  # top-k accuracy, where the task reports it
                 conf_sum = {init: np.zeros((C, C), np.int64) for init in INITS}
