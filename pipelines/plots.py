@@ -53,3 +53,33 @@ def save_confusion_plot(path: Path, confusions: dict[str, "object"], class_names
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")
     plt.close(fig)
+
+
+def save_regions_bev_plot(path: Path, points_xy, region_id, ground, boxes, title: str, extent_m: float = 32.0) -> None:
+    """Bird's-eye view of one scan's regions: ground light grey, other points dark grey, each region
+    in its own colour with its oriented box ((R, 7) x, y, z, length, width, height, yaw) outlined."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
+    other = (region_id < 0) & ~ground
+    ax.scatter(points_xy[ground, 0], points_xy[ground, 1], s=0.5, c="0.82", linewidths=0)
+    ax.scatter(points_xy[other, 0], points_xy[other, 1], s=1.0, c="0.35", linewidths=0)
+    colours = plt.get_cmap("tab20")(np.arange(20))
+    inside = region_id >= 0
+    ax.scatter(points_xy[inside, 0], points_xy[inside, 1], s=4, c=colours[region_id[inside] % 20], linewidths=0, zorder=3)
+    for k, (x, y, _, length, width, _, yaw) in enumerate(np.asarray(boxes, np.float64)):
+        c, s = np.cos(yaw), np.sin(yaw)
+        corners = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1], [1, 1]]) * [length / 2, width / 2]
+        xy = corners @ np.array([[c, s], [-s, c]]) + [x, y]
+        ax.plot(xy[:, 0], xy[:, 1], lw=1.2, c=colours[k % 20], zorder=4)
+    ax.plot(0, 0, marker="^", c="k", ms=6)
+    ax.set_xlim(-extent_m, extent_m)
+    ax.set_ylim(-extent_m, extent_m)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m, lidar frame)")
+    ax.set_ylabel("y (m, lidar frame)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from .audio.config import DinoConfig, SynthKeywordsConfig, UnfusedConfig
+from .calico.config import RegionsConfig
 from .comodo.config import ComodoConfig, SynthEgocentricConfig, VideoTeacherConfig
 from .data.config import OverlayConfig, SuperpixelsConfig, SynthDrivingConfig
 from .deploy_config import DeployConfig
@@ -41,6 +42,7 @@ KINDS: dict[str, StageKind] = {
     "synth_driving": StageKind(SynthDrivingConfig, "pipelines.data.synth_stage:run_synth", writes_dataset="nuscenes"),
     "superpixels": StageKind(SuperpixelsConfig, "pipelines.data.superpixels_stage:run_superpixels",
                              dataset_fields=("version",)),
+    "regions": StageKind(RegionsConfig, "pipelines.calico.regions_stage:run_regions", dataset_fields=("version",)),
     "overlay": StageKind(OverlayConfig, "pipelines.data.overlay_stage:run_overlay", dataset_fields=("version",)),
     "slidr": StageKind(DistillConfig, "pipelines.slidr.stage:run_distill",
                        dataset_fields=("version", "holdout_scenes", "lidar_sensor")),

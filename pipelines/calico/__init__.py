@@ -1,0 +1,1 @@
+"""CALICO camera-lidar BEV pre-training (DESIGN 5.3): label-free regions, then PRC and RAD."""
