@@ -4,7 +4,8 @@ A training stage hands over its per-worker loop and a picklable config; this mod
 the resources, points Ray's checkpoint storage at ``storage`` and passes the newest
 complete checkpoint left by an earlier, interrupted run of the same stage as
 ``loop_config["resume_from"]``. The loop resumes from ``ray.train.get_checkpoint()`` (a
-worker restarted within this run) or else from ``resume_from`` (see :func:`resume_folder`).
+worker restarted within this run) or else from the newest complete checkpoint in the storage
+(``loop_config["checkpoint_storage"]``; see :func:`resume_folder`).
 
 ``storage`` is a local folder (the stage folder by default), a shared folder every node
 mounts, or any URI Ray Train accepts as ``RunConfig.storage_path`` (``s3://``, ``gs://``,
@@ -116,7 +117,7 @@ def fit(
         # Train V2 refuses `resume_from_checkpoint` (ray-project/ray#49454): the loop loads
         # `resume_from` itself when Ray has no checkpoint of this run yet.
         train_loop_config={**loop_config, "cpus_per_worker": cpus_per_worker,
-                           "resume_from": str(resume) if resume else None},
+                           "resume_from": str(resume) if resume else None, "checkpoint_storage": str(storage)},
         scaling_config=ScalingConfig(
             num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
         ),
@@ -142,7 +143,12 @@ def resume_folder(loop_config: dict) -> Path | None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         return Path(checkpoint.to_directory())
-    resume = loop_config.get("resume_from")
+    # Ray registers a reported checkpoint asynchronously: a worker killed right after reporting can be
+    # restarted with no checkpoint from Ray although complete ones are in storage (seen with sub-second
+    # epochs: the restart retrained from epoch 0). The newest complete checkpoint in the storage, of this
+    # run or an earlier one, is where to resume.
+    storage = loop_config.get("checkpoint_storage")
+    resume = latest_checkpoint(storage) if storage else loop_config.get("resume_from")
     if not resume:
         return None
-    return Path(ray.train.Checkpoint(resume).to_directory()) if is_uri(resume) else Path(resume)
+    return Path(ray.train.Checkpoint(str(resume)).to_directory()) if is_uri(resume) else Path(resume)
