@@ -127,10 +127,16 @@ def features(net: torch.nn.Module, x: torch.Tensor, batch: int = 256) -> torch.T
     return torch.cat([net(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
-class PreparedClipStudent:
-    def __init__(self, task: ClipClassificationTask, record, spec, nets, train, test, test_items):
+class PreparedStudent:
+    """A student of a fixed-size-input task (clips, IMU windows), both inits prepared: frozen features, and
+    LP-FT fine-tuning on augmented views. A task's subclass gives :meth:`classifier` and :meth:`views`.
+
+    ``train`` = (raw inputs, labels, eval inputs), ``test`` = (raw, labels, eval inputs).
+    """
+
+    def __init__(self, task, record, spec, nets, train, test):
         self.task, self.record, self.spec, self.nets = task, record, spec, nets
-        self.train, self.test, self.test_items = train, test, test_items
+        self.train, self.test = train, test
         self.feats = {init: (features(n, train[2]), features(n, test[2])) for init, n in nets.items()}
 
     def labeled_features(self, init: str, idx) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,13 +146,21 @@ class PreparedClipStudent:
     def test_features(self, init: str) -> tuple[torch.Tensor, torch.Tensor]:
         return self.feats[init][1], self.test[1]
 
+    def classifier(self, student: torch.nn.Module) -> torch.nn.Module:
+        """The deployable model: ``student`` + a linear ``classifier`` (attributes ``.student``, ``.classifier``)."""
+        raise NotImplementedError
+
+    def views(self, pick: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """A training batch: augmented views of the training inputs ``pick``, as the network takes them."""
+        raise NotImplementedError
+
     def finetune(self, init: str, idx, seed: int):
-        """(confusion on the test clips, fine-tuned KeywordClassifier) from ``init`` with labels on clips ``idx``."""
+        """(confusion on the test inputs, fine-tuned classifier) from ``init`` with labels on training inputs ``idx``."""
         import copy
 
         t, cfg = self.task, self.task.cfg
         head = fit_linear_probe(*self.labeled_features(init, idx), t.num_classes, cfg.probe_steps, cfg.probe_lr, seed)
-        model = KeywordClassifier(copy.deepcopy(self.nets[init]), t.num_classes)
+        model = self.classifier(copy.deepcopy(self.nets[init]))
         model.classifier.load_state_dict(head.state_dict())
         opt = torch.optim.AdamW([{"params": model.student.parameters(), "lr": cfg.finetune_lr * cfg.backbone_lr_scale},
                                  {"params": model.classifier.parameters(), "lr": cfg.finetune_lr}], weight_decay=1e-2)
@@ -154,19 +168,15 @@ class PreparedClipStudent:
         warmup = int(cfg.warmup_fraction * cfg.finetune_steps)
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        raw, labels = self.train[0], self.train[1]
+        labels = self.train[1]
         idx = np.asarray(idx)
         batch = min(len(idx), 64)
-        params = ViewParams(gain_db=6.0, noise_mix=0.5, freq_mask=8, time_mask=10)
         model.train()
         for step in range(cfg.finetune_steps):
             for g, lr in zip(opt.param_groups, base):
                 g["lr"] = lr * warmup_cosine(step, cfg.finetune_steps, warmup)
             pick = rng.choice(idx, size=batch, replace=len(idx) < batch)
-            others = rng.integers(0, len(raw), size=batch)
-            x = torch.from_numpy(np.stack([make_view(raw[i], self.spec.n_frames, self.spec, rng, params, raw[o])
-                                           for i, o in zip(pick, others)]))[:, None]
-            loss = F.cross_entropy(model(x), labels[torch.as_tensor(pick)])
+            loss = F.cross_entropy(model(self.views(pick, rng)), labels[torch.as_tensor(pick)])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -174,6 +184,23 @@ class PreparedClipStudent:
         with torch.no_grad():
             pred = torch.cat([model(self.test[2][i:i + 256]) for i in range(0, len(self.test[2]), 256)]).argmax(1)
         return confusion_matrix(pred.numpy(), self.test[1].numpy(), t.num_classes), model
+
+
+class PreparedClipStudent(PreparedStudent):
+    VIEW = ViewParams(gain_db=6.0, noise_mix=0.5, freq_mask=8, time_mask=10)
+
+    def __init__(self, task: ClipClassificationTask, record, spec, nets, train, test, test_items):
+        super().__init__(task, record, spec, nets, train, test)
+        self.test_items = test_items
+
+    def classifier(self, student: torch.nn.Module) -> KeywordClassifier:
+        return KeywordClassifier(student, self.task.num_classes)
+
+    def views(self, pick: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        raw = self.train[0]
+        others = rng.integers(0, len(raw), size=len(pick))  # another clip mixed in as background
+        return torch.from_numpy(np.stack([make_view(raw[i], self.spec.n_frames, self.spec, rng, self.VIEW, raw[o])
+                                          for i, o in zip(pick, others)]))[:, None]
 
     def save(self, folder: Path, stage: str, model, fraction: float, metric: float, idx) -> Path:
         """``<stage>_<pct>pct.safetensors`` (KeywordClassifier) and its deploy sidecar (task ``keyword_spotting``)."""

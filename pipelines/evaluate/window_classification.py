@@ -15,21 +15,17 @@ A recording that cannot be read and a window over an IMU gap are counted skips.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from modalities.fileio import atomic_write_json
-from modalities.segmentation_metrics import confusion_matrix
 
 from ..comodo.data import dataset_recordings, imu_columns, read_windows
-from .clip_classification import accuracy, features, recalibrate_batchnorm
+from .clip_classification import PreparedStudent, accuracy, recalibrate_batchnorm
 from .config import EvaluateConfig, segmenter_name
-from .protocols import fit_linear_probe, warmup_cosine
 
 
 class WindowClassificationTask:
@@ -110,51 +106,17 @@ class WindowClassificationTask:
         return [f"{self.train_recs[ws.recording[i]].name}@{ws.starts[i]:g}s" for i in idx]
 
 
-class PreparedWindowStudent:
-    def __init__(self, task: WindowClassificationTask, record, spec, nets, train, test):
-        self.task, self.record, self.spec, self.nets = task, record, spec, nets
-        self.train, self.test = train, test
-        self.feats = {init: (features(n, train[2]), features(n, test[2])) for init, n in nets.items()}
-
-    def labeled_features(self, init: str, idx) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(np.asarray(idx))
-        return self.feats[init][0][idx], self.train[1][idx]
-
-    def test_features(self, init: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.feats[init][1], self.test[1]
-
-    def finetune(self, init: str, idx, seed: int):
-        """(confusion on the held-out windows, fine-tuned ImuClassifier) from ``init`` with labels on windows ``idx``."""
-        from modalities.imu.augment import ImuAugmentParams, augment  # noqa: PLC0415
+class PreparedWindowStudent(PreparedStudent):
+    def classifier(self, student: torch.nn.Module):
         from modalities.imu.students import ImuClassifier  # noqa: PLC0415
 
-        t, cfg = self.task, self.task.cfg
-        head = fit_linear_probe(*self.labeled_features(init, idx), t.num_classes, cfg.probe_steps, cfg.probe_lr, seed)
-        model = ImuClassifier(copy.deepcopy(self.nets[init]), t.num_classes)
-        model.classifier.load_state_dict(head.state_dict())
-        opt = torch.optim.AdamW([{"params": model.student.parameters(), "lr": cfg.finetune_lr * cfg.backbone_lr_scale},
-                                 {"params": model.classifier.parameters(), "lr": cfg.finetune_lr}], weight_decay=1e-2)
-        base = [g["lr"] for g in opt.param_groups]
-        warmup = int(cfg.warmup_fraction * cfg.finetune_steps)
-        rng = np.random.default_rng(seed)
-        torch.manual_seed(seed)
-        raw, labels, params = self.train[0].windows, self.train[1], ImuAugmentParams()
-        idx = np.asarray(idx)
-        batch = min(len(idx), 64)
-        model.train()
-        for step in range(cfg.finetune_steps):
-            for g, lr in zip(opt.param_groups, base):
-                g["lr"] = lr * warmup_cosine(step, cfg.finetune_steps, warmup)
-            pick = rng.choice(idx, size=batch, replace=len(idx) < batch)
-            x = torch.from_numpy(self.spec.normalize(np.stack([augment(raw[i], rng, params) for i in pick])))
-            loss = F.cross_entropy(model(x), labels[torch.as_tensor(pick)])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            pred = torch.cat([model(self.test[2][i:i + 256]) for i in range(0, len(self.test[2]), 256)]).argmax(1)
-        return confusion_matrix(pred.numpy(), self.test[1].numpy(), t.num_classes), model
+        return ImuClassifier(student, self.task.num_classes)
+
+    def views(self, pick: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        from modalities.imu.augment import ImuAugmentParams, augment  # noqa: PLC0415
+
+        raw, params = self.train[0].windows, ImuAugmentParams()
+        return torch.from_numpy(self.spec.normalize(np.stack([augment(raw[i], rng, params) for i in pick])))
 
     def save(self, folder: Path, stage: str, model, fraction: float, metric: float, idx) -> Path:
         """``<stage>_<pct>pct.safetensors`` (ImuClassifier) and its deploy sidecar (task ``imu_activity``)."""
