@@ -55,9 +55,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -69,7 +66,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.bench import count_params_macs, machine_description  # noqa: E402
+from benchmarks._common import (ORT_INTRA_OP_THREADS, PhaseClock, cuda_peak, device_fields,  # noqa: E402
+                                device_label, header_line, latency_rows, load_average, load_bundle_model,
+                                phase_text, record_phases, report_header, step_rates, take_turns,
+                                time_interleaved, write_report)
+from deploy.bench import count_params_macs  # noqa: E402
 from deploy.export import export_onnx  # noqa: E402
 from deploy.runtime import OrtEngine  # noqa: E402
 from deploy.tasks.keyword_spotting import KIND as KWS_KIND  # noqa: E402
@@ -107,12 +108,6 @@ def synthetic_wave(rng: np.random.Generator, sr: int = 16_000) -> np.ndarray:
     return wave.astype(np.float32)
 
 
-def percentiles(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms)
-    return {"p50": float(np.median(a)), "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)),
-            "mean": float(a.mean()), "n": int(a.size)}
-
-
 # ----------------------------------------------------------------------------- 1 + 2: deployed student
 
 
@@ -132,17 +127,6 @@ def synthetic_model(widths: tuple[int, ...], spec: LogMelSpec, tmp: Path):
                       "student_kwargs": {"widths": list(widths)}, "classes": list(KEYWORDS),
                       "num_classes": len(KEYWORDS)}}
     return model, path, meta
-
-
-def bundle_model(bundle_dir: Path):
-    """(KeywordClassifier from the bundle's weights, its model.onnx, its metadata) of a keyword-spotting bundle."""
-    from deploy.bundle import load_bundle  # noqa: PLC0415
-    from deploy.tasks.keyword_spotting import torch_module  # noqa: PLC0415
-
-    b = load_bundle(bundle_dir)
-    if b.metadata["task"]["kind"] != KWS_KIND:
-        raise SystemExit(f"{bundle_dir}: task {b.metadata['task']['kind']!r} is not {KWS_KIND!r}")
-    return torch_module(b.torch_weights(), b.metadata), b.model_path("fp32"), b.metadata
 
 
 def time_student(model: torch.nn.Module, onnx_path: Path, meta: dict, wave: np.ndarray, iters: int,
@@ -182,18 +166,7 @@ def time_student(model: torch.nn.Module, onnx_path: Path, meta: dict, wave: np.n
 
     fns = dict(zip(STAGES, (lambda: spec(wave), torchaudio_front_end, lambda: eng1.run(feeds),
                             lambda: engd.run(feeds), torch_eager, total(eng1), total(engd)), strict=True))
-    names = list(fns)
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(iters):
-        k = i % len(names)
-        for name in names[k:] + names[:k]:  # rotating order: no stage always follows the same one
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    lat = {n: percentiles(t) for n, t in times.items()}
+    lat = time_interleaved(fns, iters, warmup)
     p50 = {n: v["p50"] for n, v in lat.items()}
     student = model.student
     return {
@@ -204,7 +177,7 @@ def time_student(model: torch.nn.Module, onnx_path: Path, meta: dict, wave: np.n
         "params": count_parameters(model),
         "params_backbone": count_parameters(student),
         "onnx": count_params_macs(onnx_path),
-        "ort_intra_op_threads": {"1 thread": 1, "default threads": "0: ONNX Runtime's choice, one per physical core"},
+        "ort_intra_op_threads": ORT_INTRA_OP_THREADS,
         "latency_ms": lat,
         "ratios_of_p50": {
             "front_end_numpy_over_torchaudio": p50["front-end numpy"] / p50["front-end torchaudio"],
@@ -262,10 +235,6 @@ class DinoStep:
         self.step_index, self.losses = 0, []
         self.timed: dict[str, list[float]] = {k: [] for k in ("step", *self.PHASES)}
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def step(self, record: bool) -> None:
         from pipelines.audio.dino import _entropy, views_of_batch  # noqa: PLC0415
         from pipelines.evaluate.protocols import warmup_cosine  # noqa: PLC0415
@@ -273,26 +242,22 @@ class DinoStep:
 
         cfg, step, device = self.cfg, self.step_index, self.device
         torch.set_num_threads(self.threads)
-        self._sync()
-        marks = [time.perf_counter()]
+        clock = PhaseClock(device)
         for g in self.optimizer.param_groups:
             g["lr"] = cfg.optim.lr * warmup_cosine(step, self.total_steps, 1)
         idx = self.rng.permutation(len(self.clips))[: self.batch]
         views = [v.to(device) for v in views_of_batch(self.clips, idx, cfg, self.spec, self.rng)]
-        marks.append(time.perf_counter())
+        clock.lap(wait=False)
         B = views[0].shape[0]
         with torch.no_grad():
             t_out = self.teacher(views[:2]).view(2, B, -1)
-        self._sync()
-        marks.append(time.perf_counter())
+        clock.lap()
         s_out = self.student(views).view(len(views), B, -1)
         loss = dino_loss(s_out, t_out, self.center, cfg.student_temp, self.t_temp)
-        self._sync()
-        marks.append(time.perf_counter())
+        clock.lap()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self._sync()
-        marks.append(time.perf_counter())
+        clock.lap()
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.student.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
@@ -300,73 +265,41 @@ class DinoStep:
         self.center = update_center(self.center, t_out.mean(dim=(0, 1))[None, None], cfg.center_momentum)
         self.losses.append(loss.item())
         _entropy(t_out.reshape(-1, t_out.shape[-1]), self.center, self.t_temp)
-        self._sync()
-        marks.append(time.perf_counter())
+        clock.lap()
         self.step_index += 1
         if record:
-            self.timed["step"].append(marks[-1] - marks[0])
-            for k, t0, t1 in zip(self.PHASES, marks[:-1], marks[1:], strict=True):
-                self.timed[k].append(t1 - t0)
+            record_phases(self.timed, self.PHASES, clock.marks)
 
     def result(self, warmup: int) -> dict:
-        step_s, views_s = self.timed["step"], self.timed["views"]
-        wall, views_wall, n = float(sum(step_s)), float(sum(views_s)), len(step_s)
         c = self.cfg.crops
-        out = {
-            "device": self.device.type,
-            "device_name": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
-                            else machine_description().split(",")[0]),
-            "torch_threads": self.threads,
+        return {
+            **device_fields(self.device, self.threads),
             "widths": list(self.cfg.backbone.widths),
             "batch_clips": self.batch,
             "views": [f"2 global x {c.global_frames} frames", f"{c.local_crops} local x {c.local_frames} frames"],
             "params_backbone": count_parameters(self.backbone),
             "params_student_with_head": count_parameters(self.student),
-            "warmup_steps": warmup,
-            "timed_steps": n,
-            "s_per_step": wall / n,
-            "clips_per_s": self.batch * n / wall,
-            "net_clips_per_s": self.batch * n / max(wall - views_wall, 1e-9),
-            "phase_s_per_step": {k: float(np.mean(self.timed[k])) for k in self.PHASES},
+            **step_rates(self.timed, self.PHASES, self.batch, warmup, "clips"),
             "loss_finite": bool(np.all(np.isfinite(self.losses))),
+            **cuda_peak(self.device),
         }
-        if self.device.type == "cuda":  # the settings take turns: the peak of all CUDA settings of the run
-            out["peak_cuda_memory_mib_all_cuda_settings"] = torch.cuda.max_memory_allocated(self.device) / 2**20
-        return out
 
 
 def dino_throughput(configs: list[tuple[tuple[int, ...], torch.device, int]], batch: int, steps: int,
                     warmup: int, budget_s: float = 0.0) -> list[dict]:
-    """DINO clips/s of each (widths, device, CPU threads), their steps taking turns (``warmup`` untimed each first).
-
-    With ``budget_s`` > 0, stops after the round in which that many seconds have passed, once every
-    configuration has at least one timed step (a loaded machine can make a CPU step take tens of seconds).
-    """
+    """DINO clips/s of each (widths, device, CPU threads), their steps taking turns (``warmup`` untimed each first;
+    ``budget_s``: :func:`benchmarks._common.take_turns`)."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    runs = [DinoStep(w, dev, threads, batch, warmup + steps) for w, dev, threads in configs]
-    t0, stopped = time.perf_counter(), False
-    for i in range(warmup + steps):
-        for run in runs:
-            run.step(record=i >= warmup)
-        if budget_s > 0 and i >= warmup and i < warmup + steps - 1 and time.perf_counter() - t0 > budget_s:
-            stopped = True
-            break
-    return [{**run.result(warmup), "steps_asked": steps, "stopped_by_time_budget": stopped} for run in runs]
+    return take_turns([DinoStep(w, dev, threads, batch, warmup + steps) for w, dev, threads in configs], steps, warmup,
+                      budget_s)
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def _dino_device(d: dict) -> str:
-    n = d["torch_threads"]
-    return f"cuda ({d['device_name']})" if d["device"] == "cuda" else f"cpu, {n} thread{'s' if n != 1 else ''}"
-
-
 def markdown(report: dict) -> str:
-    ver = report["versions"]
-    lines = [f"machine: {report['machine']}; load average {report['load_average']} (start) / "
-             f"{report['load_average_end']} (end); torch {ver['torch']}, onnxruntime {ver['onnxruntime']}", ""]
+    lines = header_line(report)
     lat = report["latency"]
     lines += [f"Deployed keyword spotter, batch 1, one 1 s clip (16 kHz -> log-mel "
               f"{lat['students'][0]['input_shape']}), {lat['iters']} interleaved runs after {lat['warmup']} "
@@ -375,9 +308,7 @@ def markdown(report: dict) -> str:
               "| student widths | params | MMACs | stage | p50 | p90 | p99 |", "|---|---:|---:|---|---:|---:|---:|"]
     for s in lat["students"]:
         head = [f"{','.join(map(str, s['widths']))}", f"{s['params'] / 1e3:.1f}k", f"{s['onnx']['macs'] / 1e6:.2f}"]
-        for i, (stage, v) in enumerate(s["latency_ms"].items()):
-            cells = head if i == 0 else ["", "", ""]
-            lines.append(f"| {' | '.join(cells)} | {stage} | {v['p50']:.3f} | {v['p90']:.3f} | {v['p99']:.3f} |")
+        lines += latency_rows(head, s["latency_ms"])
     lines.append("")
     for s in lat["students"]:
         r = s["ratios_of_p50"]
@@ -399,13 +330,13 @@ def markdown(report: dict) -> str:
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for d in report["dino"]:
             head = (d["params_student_with_head"] - d["params_backbone"]) / 1e3
-            lines.append(f"| {_dino_device(d)} | {','.join(map(str, d['widths']))} | {d['params_backbone'] / 1e3:.0f}k "
+            lines.append(f"| {device_label(d)} | {','.join(map(str, d['widths']))} | {d['params_backbone'] / 1e3:.0f}k "
                          f"(+{head:.0f}k) | {d['batch_clips']} | {d['timed_steps']} | {d['s_per_step']:.3f} | "
                          f"{d['clips_per_s']:.1f} | {d['net_clips_per_s']:.1f} |")
         lines.append("")
         for d in report["dino"]:
-            phases = ", ".join(f"{k} {v:.3f}" for k, v in d["phase_s_per_step"].items())
-            lines.append(f"- {_dino_device(d)}, widths {','.join(map(str, d['widths']))}: s/step by phase: {phases}")
+            lines.append(f"- {device_label(d)}, widths {','.join(map(str, d['widths']))}: s/step by phase: "
+                         f"{phase_text(d)}")
     return "\n".join(lines) + "\n"
 
 
@@ -438,13 +369,13 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     default_threads = torch.get_num_threads()
-    load_start = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    load_start = load_average()
     wave = synthetic_wave(np.random.default_rng(0))
     spec = fit_normalisation(LogMelSpec(), [synthetic_wave(np.random.default_rng(s)) for s in range(1, 5)])
     students = []
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        models = ([bundle_model(args.bundle)] if args.bundle is not None
+        models = ([load_bundle_model(args.bundle, KWS_KIND)] if args.bundle is not None
                   else [synthetic_model(w, spec, Path(tmp)) for w in args.widths])
         front_end_spec = KeywordSpotting(models[0][2]).spec.to_dict()
         for model, onnx_path, meta in models:
@@ -461,13 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"DINO steps done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
 
     report = {
-        "benchmark": "audio",
-        "machine": machine_description(),
-        "cpu_count": os.cpu_count(),
-        "load_average": load_start,
-        "load_average_end": " ".join(f"{v:.1f}" for v in os.getloadavg()),
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-                     "onnxruntime": onnxruntime.__version__},
+        **report_header("audio", load_start, onnxruntime.__version__),
         "quick": args.quick,
         "latency": {"iters": args.iters, "warmup": args.warmup, "bundle": str(args.bundle) if args.bundle else None,
                     "front_end_spec": front_end_spec,
@@ -475,12 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         "dino_budget_s": args.dino_budget_s,
         "dino": dino,
     }
-    md = markdown(report)
-    print(md)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "audio.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "audio.md").write_text(md)
-    print(f"wrote {args.out / 'audio.json'} and {args.out / 'audio.md'}")
+    write_report(args.out, "audio", report, markdown(report))
     return 0
 
 

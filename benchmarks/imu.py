@@ -80,9 +80,6 @@ from __future__ import annotations
 import argparse
 import copy
 import io
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -94,7 +91,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.bench import count_params_macs, machine_description  # noqa: E402
+from benchmarks._common import (ORT_INTRA_OP_THREADS, PhaseClock, cuda_peak, device_fields,  # noqa: E402
+                                device_label, header_line, latency_rows, load_average, load_bundle_model,
+                                phase_text, record_phases, report_header, step_rates, take_turns,
+                                time_interleaved, write_report)
+from deploy.bench import count_params_macs  # noqa: E402
 from deploy.export import export_onnx  # noqa: E402
 from deploy.runtime import OrtEngine  # noqa: E402
 from deploy.tasks.imu_activity import KIND as IMU_KIND  # noqa: E402
@@ -116,12 +117,6 @@ STAGES = ("read CSV (read_imu)", "resample 100 -> 200 Hz", "cut window", "normal
           "total (pre-processing + ORT 1 thread + softmax)", "total (pre-processing + ORT default threads + softmax)")
 TOTAL_1 = STAGES[8]
 TOTAL_D = STAGES[9]
-
-
-def percentiles(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms)
-    return {"p50": float(np.median(a)), "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)),
-            "mean": float(a.mean()), "n": int(a.size)}
 
 
 # ----------------------------------------------------------------------------- 1 + 2: deployed model
@@ -184,17 +179,6 @@ def synthetic_model(kind: str, spec: ImuWindowSpec, tmp: Path):
     return model, path, meta
 
 
-def bundle_model(bundle_dir: Path):
-    """(ImuClassifier from the bundle's weights, its model.onnx, its metadata) of an imu_activity bundle."""
-    from deploy.bundle import load_bundle  # noqa: PLC0415
-    from deploy.tasks.imu_activity import torch_module  # noqa: PLC0415
-
-    b = load_bundle(bundle_dir)
-    if b.metadata["task"]["kind"] != IMU_KIND:
-        raise SystemExit(f"{bundle_dir}: task {b.metadata['task']['kind']!r} is not {IMU_KIND!r}")
-    return torch_module(b.torch_weights(), b.metadata), b.model_path("fp32"), b.metadata
-
-
 def time_model(model: ImuClassifier, onnx_path: Path, meta: dict, t: np.ndarray, data: np.ndarray, tmp: Path,
                iters: int, warmup: int) -> dict:
     """Per-stage latency (ms) of one deployed model on one 5 s window, all stages interleaved (module docstring)."""
@@ -244,18 +228,7 @@ def time_model(model: ImuClassifier, onnx_path: Path, meta: dict, t: np.ndarray,
                             cut, lambda: spec.normalize(raw), lambda: adapter.preprocess(rec),
                             lambda: eng1.run(feeds), lambda: engd.run(feeds), torch_eager, total(eng1), total(engd)),
                    strict=True))
-    names = list(fns)
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(iters):
-        k = i % len(names)
-        for name in names[k:] + names[:k]:  # rotating order: no stage always follows the same one
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    lat = {n: percentiles(v) for n, v in times.items()}
+    lat = time_interleaved(fns, iters, warmup)
     p50 = {n: v["p50"] for n, v in lat.items()}
     kind = meta["model"].get("student", "?")
     return {
@@ -270,7 +243,7 @@ def time_model(model: ImuClassifier, onnx_path: Path, meta: dict, t: np.ndarray,
         "params_backbone": count_parameters(model.student),
         "onnx": count_params_macs(onnx_path),
         "macs_torch_count_macs": count_macs(model, spec.window_samples),
-        "ort_intra_op_threads": {"1 thread": 1, "default threads": "0: ONNX Runtime's choice, one per physical core"},
+        "ort_intra_op_threads": ORT_INTRA_OP_THREADS,
         "latency_ms": lat,
         "ratios_of_p50": {
             "torch_eager_over_ort_1_thread": p50["torch eager fp32, 1 thread"] / p50["ORT fp32, 1 thread"],
@@ -364,10 +337,7 @@ def teacher_throughput(video: Path, configs: list[tuple[torch.device, int]], rou
         dec, tea = float(sum(tm["decode"])), float(sum(tm["teacher"]))
         k = len(tm["decode"])
         settings.append({
-            "device": dev.type,
-            "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
-                            else machine_description().split(",")[0]),
-            "torch_threads": threads, "timed_rounds": k, "clips_per_round": n,
+            **device_fields(dev, threads), "timed_rounds": k, "clips_per_round": n,
             "decode_s_per_round": dec / k, "teacher_s_per_round": tea / k,
             "decode_clips_per_s": n * k / dec, "teacher_clips_per_s": n * k / tea,
             "total_clips_per_s": n * k / (dec + tea),
@@ -419,35 +389,27 @@ class ComodoStep:
         self.step_index, self.losses, self.agree, self.seen = 0, [], 0, 0
         self.timed: dict[str, list[float]] = {k: [] for k in ("step", *self.PHASES)}
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def step(self, record: bool) -> None:
         from pipelines.comodo.train import _loss, lr_factor, training_views  # noqa: PLC0415
 
         cfg, device, step = self.cfg, self.device, self.step_index
         torch.set_num_threads(self.threads)
-        self._sync()
-        marks = [time.perf_counter()]
+        clock = PhaseClock(device)
         for g in self.optimizer.param_groups:
             g["lr"] = cfg.optim.lr * lr_factor(step, self.total_steps, self.warmup)
         idx = self.rng.permutation(len(self.raw))[: self.batch]
         x = training_views(self.raw, idx, self.spec, self.rng, self.params).to(device)
         t = self.targets[torch.as_tensor(idx)].to(device)
         q = self.queue.tensor().to(device)
-        self._sync()
-        marks.append(time.perf_counter())
+        clock.lap()
         emb = self.net(x)
         loss = _loss(cfg, emb, t, q)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"COMODO loss is {loss.item()} at step {step}")
-        self._sync()
-        marks.append(time.perf_counter())
+        clock.lap()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self._sync()
-        marks.append(time.perf_counter())
+        clock.lap()
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
@@ -457,22 +419,14 @@ class ComodoStep:
         self.seen += len(idx)
         self.queue.enqueue(t.detach().cpu())
         self.losses.append(loss.item())
-        self._sync()
-        marks.append(time.perf_counter())
+        clock.lap()
         self.step_index += 1
         if record:
-            self.timed["step"].append(marks[-1] - marks[0])
-            for k, t0, t1 in zip(self.PHASES, marks[:-1], marks[1:], strict=True):
-                self.timed[k].append(t1 - t0)
+            record_phases(self.timed, self.PHASES, clock.marks)
 
     def result(self, warmup: int) -> dict:
-        step_s, views_s = self.timed["step"], self.timed["views"]
-        wall, views_wall, n = float(sum(step_s)), float(sum(views_s)), len(step_s)
-        out = {
-            "device": self.device.type,
-            "device_name": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
-                            else machine_description().split(",")[0]),
-            "torch_threads": self.threads,
+        return {
+            **device_fields(self.device, self.threads),
             "student": self.kind,
             "batch_windows": self.batch,
             "window_shape": list(self.raw.shape[1:]),
@@ -480,17 +434,10 @@ class ComodoStep:
             "teacher_dim": TEACHER_DIM,
             "params_student": count_parameters(self.net.student),
             "params_with_head": count_parameters(self.net),
-            "warmup_steps": warmup,
-            "timed_steps": n,
-            "s_per_step": wall / n,
-            "windows_per_s": self.batch * n / wall,
-            "net_windows_per_s": self.batch * n / max(wall - views_wall, 1e-9),
-            "phase_s_per_step": {k: float(np.mean(self.timed[k])) for k in self.PHASES},
+            **step_rates(self.timed, self.PHASES, self.batch, warmup, "windows"),
             "loss_finite": bool(np.all(np.isfinite(self.losses))),
+            **cuda_peak(self.device),
         }
-        if self.device.type == "cuda":
-            out["peak_cuda_memory_mib_all_cuda_settings"] = torch.cuda.max_memory_allocated(self.device) / 2**20
-        return out
 
 
 def training_raw_windows(spec: ImuWindowSpec, n: int) -> np.ndarray:
@@ -511,23 +458,11 @@ def comodo_throughput(configs: list[tuple[str, torch.device, int]], spec: ImuWin
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     raw = training_raw_windows(spec, max(4 * batch, 256))
-    runs = [ComodoStep(k, dev, threads, batch, warmup + steps, spec, raw) for k, dev, threads in configs]
-    t0, stopped = time.perf_counter(), False
-    for i in range(warmup + steps):
-        for run in runs:
-            run.step(record=i >= warmup)
-        if budget_s > 0 and i >= warmup and i < warmup + steps - 1 and time.perf_counter() - t0 > budget_s:
-            stopped = True
-            break
-    return [{**run.result(warmup), "steps_asked": steps, "stopped_by_time_budget": stopped} for run in runs]
+    return take_turns([ComodoStep(k, dev, threads, batch, warmup + steps, spec, raw) for k, dev, threads in configs],
+                      steps, warmup, budget_s)
 
 
 # ----------------------------------------------------------------------------- report
-
-
-def _device(d: dict) -> str:
-    n = d["torch_threads"]
-    return f"cuda ({d['device_name']})" if d["device"] == "cuda" else f"cpu, {n} thread{'s' if n != 1 else ''}"
 
 
 def target_line(s: dict, machine: str) -> str:
@@ -545,9 +480,7 @@ def target_line(s: dict, machine: str) -> str:
 
 
 def markdown(report: dict) -> str:
-    ver = report["versions"]
-    lines = [f"machine: {report['machine']}; load average {report['load_average']} (start) / "
-             f"{report['load_average_end']} (end); torch {ver['torch']}, onnxruntime {ver['onnxruntime']}", ""]
+    lines = header_line(report)
     lat = report["latency"]
     s0 = lat["models"][0]
     rec = s0["recording"]
@@ -558,9 +491,7 @@ def markdown(report: dict) -> str:
               "| student | params | MMACs (ONNX) | stage | p50 | p90 | p99 |", "|---|---:|---:|---|---:|---:|---:|"]
     for s in lat["models"]:
         head = [s["student"], f"{s['params'] / 1e3:.1f}k", f"{s['onnx']['macs'] / 1e6:.2f}"]
-        for i, (stage, v) in enumerate(s["latency_ms"].items()):
-            cells = head if i == 0 else ["", "", ""]
-            lines.append(f"| {' | '.join(cells)} | {stage} | {v['p50']:.3f} | {v['p90']:.3f} | {v['p99']:.3f} |")
+        lines += latency_rows(head, s["latency_ms"])
     lines.append("")
     for s in lat["models"]:
         r = s["ratios_of_p50"]
@@ -595,7 +526,7 @@ def markdown(report: dict) -> str:
                   "| device | timed rounds | decode s/round | teacher s/round | decode clips/s | teacher clips/s "
                   "| total clips/s |", "|---|---:|---:|---:|---:|---:|---:|"]
         for d in tch["settings"]:
-            lines.append(f"| {_device(d)} | {d['timed_rounds']} | {d['decode_s_per_round']:.3f} | "
+            lines.append(f"| {device_label(d)} | {d['timed_rounds']} | {d['decode_s_per_round']:.3f} | "
                          f"{d['teacher_s_per_round']:.3f} | {d['decode_clips_per_s']:.1f} | "
                          f"{d['teacher_clips_per_s']:.1f} | {d['total_clips_per_s']:.1f} |")
         lines += ["", f"- teacher construction (ImageNet weights, once per Ray task): {tch['teacher_load_s']:.2f} s; "
@@ -614,13 +545,12 @@ def markdown(report: dict) -> str:
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for d in report["comodo"]:
             head = (d["params_with_head"] - d["params_student"]) / 1e3
-            lines.append(f"| {_device(d)} | {d['student']} | {d['params_student'] / 1e3:.0f}k (+{head:.0f}k) | "
+            lines.append(f"| {device_label(d)} | {d['student']} | {d['params_student'] / 1e3:.0f}k (+{head:.0f}k) | "
                          f"{d['batch_windows']} | {d['timed_steps']} | {d['s_per_step']:.3f} | "
                          f"{d['windows_per_s']:.1f} | {d['net_windows_per_s']:.1f} |")
         lines.append("")
         for d in report["comodo"]:
-            phases = ", ".join(f"{k} {v:.3f}" for k, v in d["phase_s_per_step"].items())
-            lines.append(f"- {_device(d)}, {d['student']}: s/step by phase: {phases}")
+            lines.append(f"- {device_label(d)}, {d['student']}: s/step by phase: {phase_text(d)}")
     return "\n".join(lines) + "\n"
 
 
@@ -665,14 +595,14 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     default_threads = torch.get_num_threads()
-    load_start = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    load_start = load_average()
     use_cuda = torch.cuda.is_available() and not args.no_cuda
     models = []
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if args.bundle is not None:
-            loaded = [bundle_model(args.bundle)]
+            loaded = [load_bundle_model(args.bundle, IMU_KIND)]
             spec = ImuActivity(loaded[0][2]).spec
         else:
             spec = fitted_spec(ImuWindowSpec())
@@ -708,13 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"COMODO steps done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
 
     report = {
-        "benchmark": "imu",
-        "machine": machine_description(),
-        "cpu_count": os.cpu_count(),
-        "load_average": load_start,
-        "load_average_end": " ".join(f"{v:.1f}" for v in os.getloadavg()),
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-                     "onnxruntime": onnxruntime.__version__},
+        **report_header("imu", load_start, onnxruntime.__version__),
         "quick": args.quick,
         "wall_s": None,
         "latency": {"iters": args.iters, "warmup": args.warmup, "bundle": str(args.bundle) if args.bundle else None,
@@ -725,12 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         "comodo": comodo,
     }
     report["wall_s"] = time.perf_counter() - t_start
-    md = markdown(report)
-    print(md)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "imu.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "imu.md").write_text(md)
-    print(f"wrote {args.out / 'imu.json'} and {args.out / 'imu.md'}")
+    write_report(args.out, "imu", report, markdown(report))
     return 0
 
 

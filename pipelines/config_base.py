@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from .config import PipelineConfig
@@ -36,3 +36,14 @@ class StageConfig(StrictModel):
 
     def check(self, name: str, pipeline: "PipelineConfig") -> None:
         """Cross-stage consistency, run at load time; raise ValueError naming the fields."""
+
+
+class TrainStageConfig(StageConfig):
+    """A stage that trains on Ray Train: its workers, their restarts and where checkpoints go."""
+
+    num_workers: int = Field(default=1, ge=1)  # data-parallel Ray Train workers
+    use_gpu: bool | None = None  # None: one GPU per worker when Ray sees enough
+    max_failures: int = Field(default=2, ge=0)  # worker restarts, each from the last checkpoint
+    # Checkpoints go to <storage_path>/<run id>/<stage>: a folder every node sees or a URI Ray Train
+    # accepts (s3://, gs://); None: the stage folder.
+    storage_path: str | None = None

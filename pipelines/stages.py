@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from .audio.config import DinoConfig, SynthKeywordsConfig, UnfusedConfig
-from .calico.config import RegionsConfig
+from .calico.config import PrcConfig, RadConfig, RegionsConfig
 from .comodo.config import ComodoConfig, SynthEgocentricConfig, VideoTeacherConfig
 from .data.config import OverlayConfig, SuperpixelsConfig, SynthDrivingConfig
 from .deploy_config import DeployConfig
@@ -43,6 +43,8 @@ KINDS: dict[str, StageKind] = {
     "superpixels": StageKind(SuperpixelsConfig, "pipelines.data.superpixels_stage:run_superpixels",
                              dataset_fields=("version",)),
     "regions": StageKind(RegionsConfig, "pipelines.calico.regions_stage:run_regions", dataset_fields=("version",)),
+    "calico_prc": StageKind(PrcConfig, "pipelines.calico.prc:run_prc", dataset_fields=("version", "holdout_scenes")),
+    "calico_rad": StageKind(RadConfig, "pipelines.calico.rad:run_rad", dataset_fields=("version", "holdout_scenes")),
     "overlay": StageKind(OverlayConfig, "pipelines.data.overlay_stage:run_overlay", dataset_fields=("version",)),
     "slidr": StageKind(DistillConfig, "pipelines.slidr.stage:run_distill",
                        dataset_fields=("version", "holdout_scenes", "lidar_sensor")),

@@ -44,6 +44,13 @@ def load_checkpoint(folder: Path, modules: dict[str, torch.nn.Module], optimizer
     return state
 
 
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, 1.0 - (step - warmup) / max(1, total - warmup))
+
+
 def worker_setup(loop_config: dict) -> tuple[int, int, "torch.device"]:
     """Inside a worker: (rank, world size, device); torch threads and seed set from the loop config."""
     import ray.train

@@ -29,8 +29,6 @@ carries its label), with the confusion matrix (rows = label, columns = predictio
 from __future__ import annotations
 
 import logging
-import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,19 +39,17 @@ from modalities.fileio import atomic_write_json, atomic_write_text
 from modalities.imu.io import ImuRecording, read_imu, resample, window_starts, windows
 from modalities.imu.spec import ImuWindowSpec
 
-from .base import Feeds, Sample, TaskAdapter
-from .keyword_spotting import KeywordSpotting, file_stem, softmax, top_k
+from .base import Feeds
+from .classification import DEFAULT_TOP_K, ClassificationAdapter, load_classifier, softmax, write_labelled_samples
 
 log = logging.getLogger("edgedistill.deploy")
 
 KIND = "imu_activity"
 INPUT_NAME = "imu"
 OUTPUT_NAME = "logits"
-DEFAULT_TOP_K = 3
 RESULT_SUFFIX = ".activity.json"
 CSV_SUFFIX = ".activity.csv"
 CSV_HEADER = "start_s,end_s,label,score"
-TARGET_SUFFIX = ".label.json"
 DEPLOYED_GRAPH = ("student (IMU encoder: Conv1d stages or patch transformer -> mean over time) "
                   "-> Linear(classifier) -> window logits")
 
@@ -105,22 +101,16 @@ def activity_paths(out_dir: Path, source: Path) -> tuple[Path, Path]:
     return Path(out_dir) / f"{stem}{RESULT_SUFFIX}", Path(out_dir) / f"{stem}{CSV_SUFFIX}"
 
 
-class ImuActivity(TaskAdapter):
-    """Activity recognition per window of an IMU recording through an IMU student + linear classifier."""
+class ImuActivity(ClassificationAdapter):
+    """Activity recognition per window of an IMU recording through an IMU student + linear classifier.
+
+    The metric is window accuracy: each window of a held-out recording carries the recording's label.
+    """
 
     kind = KIND
     sample_noun = "window"  # bench times one window; a held-out sample (one recording) holds several
-
-    def __init__(self, metadata: dict, bundle_dir: Path | None = None):
-        super().__init__(metadata, bundle_dir)
-        self.spec = ImuWindowSpec.from_dict(metadata["task"]["input"], "metadata.json task.input")
-        self.input_name = metadata["inputs"][0]["name"]
-        self.output_name = metadata["outputs"][0]["name"]
-        self.classes = [str(c) for c in metadata["model"]["classes"]]
-        self.num_classes = int(metadata["model"]["num_classes"])
-        if len(self.classes) != self.num_classes:
-            raise ValueError(f"metadata.json: {len(self.classes)} classes listed for num_classes {self.num_classes}")
-        self.k = max(1, min(int(metadata["task"].get("top_k", DEFAULT_TOP_K)), self.num_classes))
+    points_noun = "windows"
+    spec_class = ImuWindowSpec
 
     def read(self, path: Path) -> ImuRecording:
         """The recording in SI units (columns and units from the spec); DataError / MissingDataError naming the file."""
@@ -132,6 +122,9 @@ class ImuActivity(TaskAdapter):
             log.info("%s: %d of %d windows skipped (sensor gap > %g s)", raw.path.name, len(skipped),
                      len(skipped) + len(starts), self.spec.max_gap_s)
         return {self.input_name: x}, (starts, skipped)
+
+    def class_probs(self, result: ActivityWindows) -> np.ndarray:
+        return result.probs
 
     def postprocess(self, outputs: Feeds, state: tuple[np.ndarray, np.ndarray]) -> ActivityWindows:
         starts, skipped = state
@@ -156,9 +149,6 @@ class ImuActivity(TaskAdapter):
             pass
         log.warning("%s: could not cut one window out of the recording; benchmarking all of it", raw.path)
         return raw
-
-    def top(self, probs: np.ndarray) -> list[dict]:
-        return top_k(probs, self.classes, self.k)
 
     def write(self, result: ActivityWindows, source: Path, out_dir: Path | None) -> Path:
         """Write ``<stem>.activity.json`` and ``<stem>.activity.csv`` (atomically); returns the JSON's path."""
@@ -186,23 +176,6 @@ class ImuActivity(TaskAdapter):
         gaps = f" ({skipped} skipped: sensor gaps)" if skipped else ""
         return (f"{Path(source).name}: {n} windows of {result.window_s:g} s{gaps}, mostly {self.classes[best]} "
                 f"({count}/{n})")
-
-    load_target = KeywordSpotting.load_target  # ``<token>.label.json`` -> class index, checked
-
-    def metric(self, run: Callable[[Feeds], Feeds], samples: list[Sample]) -> dict:
-        """Window accuracy (%) of ``run`` on ``samples`` (recordings; each window carries its recording's label),
-        plus the (K, K) confusion matrix of the windows (rows = label)."""
-        K = self.num_classes
-        conf = np.zeros((K, K), np.int64)
-        for s in samples:
-            feeds, state = self.preprocess(self.read(s.path))
-            pred = self.postprocess(run(feeds), state).probs.argmax(1)
-            np.add.at(conf, (self.load_target(s), pred), 1)
-        n = int(conf.sum())
-        value = float(100.0 * np.trace(conf) / n) if n else float("nan")
-        return {"name": "accuracy", "value": value, "samples": len(samples), "points": n, "points_noun": "windows",
-                "confusion": conf.tolist()}
-
 
 # ----------------------------------------------------------------------------- export side
 
@@ -240,58 +213,16 @@ def io_metadata(sidecar: dict) -> tuple[list[dict], list[dict]]:
 
 
 def write_samples(folder: Path, sidecar: dict, split: str, max_samples: int | None = None) -> list[dict]:
-    """Copy a sidecar's ``<split>_samples`` (IMU file + label) into ``folder/data/<split>/``.
-
-    Each recording is copied byte for byte (the format the robot reads) to ``<token><suffix>``
-    (the token made a safe file name by :func:`file_stem`); its label goes to
-    ``<token>.label.json`` (``{"label", "class_index"}``). Missing files, unknown labels,
-    repeated tokens and recordings without one valid window raise, naming them.
-    """
-    refs = sidecar.get(f"{split}_samples")
-    if refs is None:
-        raise ValueError(f"model sidecar: no '{split}_samples' list")
-    refs = refs[:max_samples] if max_samples else refs
+    """Copy a sidecar's ``<split>_samples`` (IMU file + label) into ``folder/data/<split>/``
+    (:func:`deploy.tasks.classification.write_labelled_samples`); a recording without one valid window fails
+    the export there, named."""
     spec = ImuWindowSpec.from_dict(sidecar["input"], "sidecar input")
-    classes = [str(c) for c in sidecar["classes"]]
-    missing = [ref.get("imu") for ref in refs if not ref.get("imu") or not Path(ref["imu"]).is_file()]
-    if missing:
-        raise FileNotFoundError(f"IMU files named by the model's sidecar ({split}) are missing: {missing}")
-    tokens = [str(ref["token"]) for ref in refs]
-    repeated = sorted({t for t in tokens if tokens.count(t) > 1})
-    if repeated:
-        raise ValueError(f"model sidecar ({split}): sample tokens {repeated} are repeated")
-    out = []
-    dest = folder / "data" / split
-    dest.mkdir(parents=True, exist_ok=True)
-    used: set[str] = set()
-    for ref, token in zip(refs, tokens, strict=True):
-        src = Path(ref["imu"])
-        if ref.get("label") not in classes:
-            raise ValueError(f"{src}: label {ref.get('label')!r} ({split} sample {token}) is not one of the model's "
-                             f"classes {classes}")
-        recording_windows(spec, read_imu(src, spec.columns))  # a bad recording fails the export here, named
-        stem = file_stem(token, used)
-        imu_rel, label_rel = f"data/{split}/{stem}{src.suffix}", f"data/{split}/{stem}{TARGET_SUFFIX}"
-        shutil.copyfile(src, folder / imu_rel)
-        atomic_write_json(folder / label_rel, {"label": ref["label"], "class_index": classes.index(ref["label"])})
-        out.append({"token": token, "input": imu_rel, "target": label_rel})
-    return out
+    return write_labelled_samples(folder, sidecar, split, max_samples, file_key="imu", file_noun="IMU",
+                                  check=lambda src: recording_windows(spec, read_imu(src, spec.columns)))
 
 
 def torch_module(weights: Path, meta: dict):
     """The deployed graph (:class:`ImuClassifier`, eval mode) from the weights stored in a bundle."""
-    from safetensors.torch import load_file  # noqa: PLC0415
-
     from modalities.imu.students import ImuClassifier, build_imu_student  # noqa: PLC0415
 
-    weights = Path(weights)
-    if not weights.is_file():
-        raise FileNotFoundError(f"weights not found: {weights}")
-    model = ImuClassifier(build_imu_student(meta["model"]["student"], meta["model"]["student_kwargs"]),
-                          int(meta["model"]["num_classes"]))
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except RuntimeError as e:
-        raise ValueError(f"{weights}: not the weights of a {meta['model']['student']} ImuClassifier with "
-                         f"{meta['model']['student_kwargs']} ({str(e).splitlines()[0]})") from None
-    return model.eval()
+    return load_classifier(weights, meta, ImuClassifier, build_imu_student)

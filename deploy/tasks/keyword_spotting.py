@@ -20,11 +20,7 @@ with the confusion matrix (rows = label, columns = prediction).
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,34 +29,17 @@ from modalities.audio.io import read_audio
 from modalities.audio.logmel import LogMelSpec
 from modalities.fileio import atomic_write_json
 
-from .base import Feeds, Sample, TaskAdapter
+from .base import Feeds
+from .classification import DEFAULT_TOP_K, ClassificationAdapter, load_classifier, softmax, write_labelled_samples
 
 log = logging.getLogger("edgedistill.deploy")
 
 KIND = "keyword_spotting"
 INPUT_NAME = "log_mel"
 OUTPUT_NAME = "logits"
-DEFAULT_TOP_K = 3
 RESULT_SUFFIX = ".keywords.json"
-TARGET_SUFFIX = ".label.json"
 DEPLOYED_GRAPH = ("student (AudioCNN: stem + 4 depthwise-separable stages -> mean over mel and time) "
                   "-> Linear(classifier) -> clip logits")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Probabilities over the last axis (computed in float64, max-subtracted; float32 out)."""
-    z = np.asarray(logits, np.float64)
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
-def top_k(probs: np.ndarray, classes: list[str], k: int) -> list[dict]:
-    """The ``k`` most probable classes as ``[{"label", "score"}]``, by descending score (ties: lower index first)."""
-    probs = np.asarray(probs)
-    if probs.ndim != 1 or len(probs) != len(classes):
-        raise ValueError(f"probabilities: expected ({len(classes)},), got {probs.shape}")
-    order = np.argsort(-probs, kind="stable")[: max(1, min(int(k), len(classes)))]
-    return [{"label": classes[i], "score": float(probs[i])} for i in order]
 
 
 def keywords_path(out_dir: Path, source: Path) -> Path:
@@ -68,22 +47,12 @@ def keywords_path(out_dir: Path, source: Path) -> Path:
     return Path(out_dir) / f"{Path(source).stem}{RESULT_SUFFIX}"
 
 
-class KeywordSpotting(TaskAdapter):
-    """Clip classification of spoken keywords through a log-mel CNN."""
+class KeywordSpotting(ClassificationAdapter):
+    """Clip classification of spoken keywords through a log-mel CNN (result: the clip's (K,) probabilities)."""
 
     kind = KIND
     sample_noun = "clip"
-
-    def __init__(self, metadata: dict, bundle_dir: Path | None = None):
-        super().__init__(metadata, bundle_dir)
-        self.spec = LogMelSpec.from_dict(metadata["task"]["input"], "metadata.json task.input")
-        self.input_name = metadata["inputs"][0]["name"]
-        self.output_name = metadata["outputs"][0]["name"]
-        self.classes = [str(c) for c in metadata["model"]["classes"]]
-        self.num_classes = int(metadata["model"]["num_classes"])
-        if len(self.classes) != self.num_classes:
-            raise ValueError(f"metadata.json: {len(self.classes)} classes listed for num_classes {self.num_classes}")
-        self.k = max(1, min(int(metadata["task"].get("top_k", DEFAULT_TOP_K)), self.num_classes))
+    spec_class = LogMelSpec
 
     def read(self, path: Path) -> np.ndarray:
         """(N,) float32 mono waveform at the spec's rate; DataError / MissingDataError naming the file."""
@@ -102,9 +71,6 @@ class KeywordSpotting(TaskAdapter):
             raise ValueError(f"output '{self.output_name}': expected (1, {self.num_classes}), got {logits.shape}")
         return softmax(logits[0])
 
-    def top(self, result: np.ndarray) -> list[dict]:
-        return top_k(result, self.classes, self.k)
-
     def write(self, result: np.ndarray, source: Path, out_dir: Path | None) -> Path:
         source = Path(source)
         dest = keywords_path(Path(out_dir) if out_dir else source.parent, source)
@@ -116,31 +82,6 @@ class KeywordSpotting(TaskAdapter):
 
     def summary(self, result: np.ndarray, source: Path) -> str:
         return f"{Path(source).name}: " + ", ".join(f"{t['label']} {t['score']:.3f}" for t in self.top(result))
-
-    def load_target(self, sample: Sample) -> int:
-        """The class index stored for a sample (``<token>.label.json``), checked against the bundle's classes."""
-        try:
-            ref = json.loads(Path(sample.target).read_text())
-            index, label = int(ref["class_index"]), ref["label"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{sample.target}: not a label file of this bundle ({e})") from None
-        if not 0 <= index < self.num_classes or self.classes[index] != label:
-            raise ValueError(f"{sample.target}: label {label!r} / class index {index} does not match the bundle's "
-                             f"classes {self.classes}")
-        return index
-
-    def metric(self, run: Callable[[Feeds], Feeds], samples: list[Sample]) -> dict:
-        """Clip accuracy (%) of ``run`` on ``samples``, plus the (K, K) confusion matrix (rows = label)."""
-        K = self.num_classes
-        conf = np.zeros((K, K), np.int64)
-        for s in samples:
-            feeds, state = self.preprocess(self.read(s.path))
-            pred = int(self.postprocess(run(feeds), state).argmax())
-            conf[self.load_target(s), pred] += 1
-        n = int(conf.sum())
-        value = float(100.0 * np.trace(conf) / n) if n else float("nan")
-        return {"name": "accuracy", "value": value, "samples": len(samples), "points": n,
-                "confusion": conf.tolist()}
 
 
 # ----------------------------------------------------------------------------- export side
@@ -175,73 +116,15 @@ def io_metadata(sidecar: dict) -> tuple[list[dict], list[dict]]:
             [{"name": OUTPUT_NAME, "shape": [1, K], "dtype": "float32", "layout": "NC (batch, keyword)"}])
 
 
-def file_stem(token: str, used: set[str]) -> str:
-    """A file name stem for a sample token, unique within ``used`` (which it joins).
-
-    Tokens may hold ``/`` (the evaluate stage writes ``<label>/<clip stem>``) or other characters
-    unsafe in a file name: those become ``_``; a leading dot is dropped (hidden files are not
-    hashed into metadata.json); a stem already taken gets ``_<n>`` appended.
-    """
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", str(token)).lstrip(".") or "sample"
-    stem, n = base, 1
-    while stem in used:
-        stem, n = f"{base}_{n}", n + 1
-    used.add(stem)
-    return stem
-
-
 def write_samples(folder: Path, sidecar: dict, split: str, max_samples: int | None = None) -> list[dict]:
-    """Copy a sidecar's ``<split>_samples`` (audio file + label) into ``folder/data/<split>/``.
-
-    Each audio file is copied byte for byte (the format the robot reads) to
-    ``<token><suffix>`` (the token made a safe file name by :func:`file_stem`); its label goes to
-    ``<token>.label.json`` (``{"label", "class_index"}``). Missing files, unknown labels and
-    repeated tokens raise, naming them.
-    """
-    refs = sidecar.get(f"{split}_samples")
-    if refs is None:
-        raise ValueError(f"model sidecar: no '{split}_samples' list")
-    refs = refs[:max_samples] if max_samples else refs
-    classes = [str(c) for c in sidecar["classes"]]
-    missing = [ref.get("audio") for ref in refs if not ref.get("audio") or not Path(ref["audio"]).is_file()]
-    if missing:
-        raise FileNotFoundError(f"audio files named by the model's sidecar ({split}) are missing: {missing}")
-    tokens = [str(ref["token"]) for ref in refs]
-    repeated = sorted({t for t in tokens if tokens.count(t) > 1})
-    if repeated:
-        raise ValueError(f"model sidecar ({split}): sample tokens {repeated} are repeated")
-    out = []
-    dest = folder / "data" / split
-    dest.mkdir(parents=True, exist_ok=True)
-    used: set[str] = set()
-    for ref, token in zip(refs, tokens, strict=True):
-        src = Path(ref["audio"])
-        if ref.get("label") not in classes:
-            raise ValueError(f"{src}: label {ref.get('label')!r} ({split} sample {token}) is not one of the model's "
-                             f"classes {classes}")
-        read_audio(src)  # a corrupt clip fails the export here, named, not in a later step
-        stem = file_stem(token, used)
-        audio_rel, label_rel = f"data/{split}/{stem}{src.suffix}", f"data/{split}/{stem}{TARGET_SUFFIX}"
-        shutil.copyfile(src, folder / audio_rel)
-        atomic_write_json(folder / label_rel, {"label": ref["label"], "class_index": classes.index(ref["label"])})
-        out.append({"token": token, "input": audio_rel, "target": label_rel})
-    return out
+    """Copy a sidecar's ``<split>_samples`` (audio file + label) into ``folder/data/<split>/``
+    (:func:`deploy.tasks.classification.write_labelled_samples`); a corrupt clip fails the export there, named."""
+    return write_labelled_samples(folder, sidecar, split, max_samples, file_key="audio", file_noun="audio",
+                                  check=read_audio)
 
 
 def torch_module(weights: Path, meta: dict):
     """The deployed graph (:class:`KeywordClassifier`, eval mode) from the weights stored in a bundle."""
-    from safetensors.torch import load_file  # noqa: PLC0415
-
     from modalities.audio.students import KeywordClassifier, build_audio_student  # noqa: PLC0415
 
-    weights = Path(weights)
-    if not weights.is_file():
-        raise FileNotFoundError(f"weights not found: {weights}")
-    model = KeywordClassifier(build_audio_student(meta["model"]["student"], meta["model"]["student_kwargs"]),
-                              int(meta["model"]["num_classes"]))
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except RuntimeError as e:
-        raise ValueError(f"{weights}: not the weights of a {meta['model']['student']} KeywordClassifier with "
-                         f"{meta['model']['student_kwargs']} ({str(e).splitlines()[0]})") from None
-    return model.eval()
+    return load_classifier(weights, meta, KeywordClassifier, build_audio_student)

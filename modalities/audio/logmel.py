@@ -41,6 +41,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from modalities.field_checks import check_rules, construct, expect_dict, expect_kind_version, required_values
+
 
 def hz_to_mel_htk(f_hz: np.ndarray | float) -> np.ndarray:
     """HTK mel scale, mel = 2595 log10(1 + f / 700) (torchaudio ``mel_scale="htk"``)."""
@@ -153,10 +155,7 @@ class LogMelSpec:
             "std": self.std > 0 and np.isfinite(self.std),
             "mean": bool(np.isfinite(self.mean)),
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"log-mel spec: field '{name}' = {getattr(self, name)!r} is invalid "
-                                 f"({_FIELD_RULES[name]})")
+        check_rules(self, checks, _FIELD_RULES, "log-mel spec")
 
     @property
     def clip_samples(self) -> int:
@@ -231,18 +230,11 @@ class LogMelSpec:
     @classmethod
     def from_dict(cls, d: dict, where: str = "log-mel spec") -> "LogMelSpec":
         """Inverse of :meth:`to_dict`; raises ValueError naming ``where`` and the field that cannot be read."""
-        if not isinstance(d, dict):
-            raise ValueError(f"{where}: expected a dict, got {type(d).__name__}")
-        if d.get("kind") != cls.kind:
-            raise ValueError(f"{where}: kind {d.get('kind')!r} is not {cls.kind!r}")
-        if d.get("version") != cls.version:
-            raise ValueError(f"{where}: spec version {d.get('version')!r}, this tool reads version {cls.version}")
+        expect_dict(d, where)
+        expect_kind_version(d, where, cls.kind, cls.version)
         kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in d:
-                raise ValueError(f"{where}: missing field '{f.name}'")
+        for f, value in required_values(cls, d, where):
             cast = int if f.type in ("int", int) else float
-            value = d[f.name]
             try:
                 if isinstance(value, bool) or (cast is int and float(value) != int(value)):
                     raise TypeError
@@ -250,10 +242,7 @@ class LogMelSpec:
             except (TypeError, ValueError):
                 raise ValueError(f"{where}: field '{f.name}' = {value!r} is not a{'n integer' if cast is int else ' number'}"
                                  ) from None
-        try:
-            return cls(**kwargs)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+        return construct(cls, kwargs, where)
 
 
 _FIELD_RULES = {

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from modalities.field_checks import construct, expect_dict, reject_unknown
+
 ACC = slice(0, 3)
 GYRO = slice(3, 6)
 
@@ -140,15 +142,9 @@ class ImuAugmentParams:
     @classmethod
     def from_dict(cls, d: dict, where: str = "IMU augment params") -> "ImuAugmentParams":
         """Inverse of :meth:`to_dict` (missing keys take the defaults); ValueError naming ``where``."""
-        if not isinstance(d, dict):
-            raise ValueError(f"{where}: expected a dict, got {type(d).__name__}")
-        unknown = sorted(set(d) - set(asdict(cls())))
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}")
-        try:
-            return cls(**d)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+        expect_dict(d, where)
+        reject_unknown(d, asdict(cls()), where)
+        return construct(cls, d, where)
 
 
 def augment(w: np.ndarray, rng: np.random.Generator, params: ImuAugmentParams = ImuAugmentParams()) -> np.ndarray:

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from modalities.errors import DataError, require_file
+from modalities.field_checks import construct, expect_dict, reject_unknown
 
 TIME_UNITS_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 STANDARD_GRAVITY_MS2 = 9.80665  # CGPM 1901; 1 g in m/s^2
@@ -106,21 +107,15 @@ class ImuColumns:
     @classmethod
     def from_dict(cls, d: dict, where: str = "IMU columns") -> "ImuColumns":
         """Inverse of :meth:`to_dict` (missing keys take the defaults); ValueError naming ``where``."""
-        if not isinstance(d, dict):
-            raise ValueError(f"{where}: expected a dict, got {type(d).__name__}")
-        unknown = sorted(set(d) - {"time", "acc", "gyro", "time_unit", "acc_unit", "gyro_unit"})
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}")
+        expect_dict(d, where)
+        reject_unknown(d, ("time", "acc", "gyro", "time_unit", "acc_unit", "gyro_unit"), where)
         kwargs = dict(d)
         for key in ("acc", "gyro"):
             if key in kwargs:
                 if not isinstance(kwargs[key], (list, tuple)):
                     raise ValueError(f"{where}: '{key}' must be a list of 3 column names, got {kwargs[key]!r}")
                 kwargs[key] = tuple(kwargs[key])
-        try:
-            return cls(**kwargs)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+        return construct(cls, kwargs, where)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from modalities.field_checks import check_rules, construct, expect_dict, expect_kind_version, required_values
+
 from .io import CHANNELS, ImuColumns, read_imu, resample, window_starts, windows
 
 NUM_CHANNELS = len(CHANNELS)
@@ -68,10 +70,7 @@ class ImuWindowSpec:
             "mean": len(self.mean) == NUM_CHANNELS and all(math.isfinite(v) for v in self.mean),
             "std": len(self.std) == NUM_CHANNELS and all(math.isfinite(v) and v > 0 for v in self.std),
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"IMU window spec: field '{name}' = {getattr(self, name)!r} is invalid "
-                                 f"({_FIELD_RULES[name]})")
+        check_rules(self, checks, _FIELD_RULES, "IMU window spec")
 
     @property
     def window_samples(self) -> int:
@@ -124,17 +123,10 @@ class ImuWindowSpec:
     @classmethod
     def from_dict(cls, d: dict, where: str = "IMU window spec") -> "ImuWindowSpec":
         """Inverse of :meth:`to_dict`; raises ValueError naming ``where`` and the field that cannot be read."""
-        if not isinstance(d, dict):
-            raise ValueError(f"{where}: expected a dict, got {type(d).__name__}")
-        if d.get("kind") != cls.kind:
-            raise ValueError(f"{where}: kind {d.get('kind')!r} is not {cls.kind!r}")
-        if d.get("version") != cls.version:
-            raise ValueError(f"{where}: spec version {d.get('version')!r}, this tool reads version {cls.version}")
+        expect_dict(d, where)
+        expect_kind_version(d, where, cls.kind, cls.version)
         kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in d:
-                raise ValueError(f"{where}: missing field '{f.name}'")
-            value = d[f.name]
+        for f, value in required_values(cls, d, where):
             if f.name == "columns":
                 kwargs[f.name] = ImuColumns.from_dict(value, f"{where}: columns")
                 continue
@@ -150,10 +142,7 @@ class ImuWindowSpec:
             except (TypeError, ValueError):
                 raise ValueError(f"{where}: field '{f.name}' = {value!r} is not "
                                  f"{'a list of numbers' if f.name in ('mean', 'std') else 'a number'}") from None
-        try:
-            return cls(**kwargs)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+        return construct(cls, kwargs, where)
 
 
 _FIELD_RULES = {

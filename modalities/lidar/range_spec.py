@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from modalities.field_checks import expect_kind_version
+
 from .io import PointCloud
 from .range_view import (DEFAULT_CHANNEL_STATS, RANGE_CHANNELS, RangeInput, default_elevation_tolerance_deg,
                          range_image_input)
@@ -110,10 +112,7 @@ class RangeImageSpec:
     @classmethod
     def from_dict(cls, d: dict, where: str = "range image spec") -> "RangeImageSpec":
         """Inverse of :meth:`to_dict`; raises naming ``where`` and the field when it cannot be read."""
-        if d.get("kind") != cls.kind:
-            raise ValueError(f"{where}: kind {d.get('kind')!r} is not {cls.kind!r}")
-        if d.get("version") != cls.version:
-            raise ValueError(f"{where}: spec version {d.get('version')!r}, this tool reads version {cls.version}")
+        expect_kind_version(d, where, cls.kind, cls.version)
         try:
             return cls(sensor=sensor_from_dict(d["sensor"]), channels=tuple(d["channels"]), means=tuple(d["means"]),
                        stds=tuple(d["stds"]), width_multiple=int(d["width_multiple"]),

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from ..config_base import StageConfig, StrictModel
+from ..config_base import StageConfig, StrictModel, TrainStageConfig
 
 if TYPE_CHECKING:
     from ..config import PipelineConfig
@@ -73,7 +73,7 @@ class MultiCropConfig(StrictModel):
     focus: bool = True
 
 
-class DinoConfig(StageConfig):
+class DinoConfig(TrainStageConfig):
     """Stage kind ``dino_audio``: DINO pre-training of an audio backbone on unlabelled clips (DESIGN 5.4).
 
     Reads the dataset's training clips (audio only, no labels) and its unlabelled pool.
@@ -97,16 +97,12 @@ class DinoConfig(StageConfig):
     batch_clips: int = Field(default=64, ge=2)
     use_pool: bool = True  # pre-train on the pool as well as the training clips' audio
     max_grad_norm: float | None = Field(default=3.0, gt=0)
-    num_workers: int = Field(default=1, ge=1)
-    use_gpu: bool | None = None
-    max_failures: int = Field(default=2, ge=0)
-    storage_path: str | None = None  # checkpoints: the stage folder, or a shared folder / URI
 
     def student_kind(self) -> str:
         return "ds_cnn"
 
 
-class UnfusedConfig(StageConfig):
+class UnfusedConfig(TrainStageConfig):
     """Stage kind ``unfused``: pseudo-labels from a DINO teacher, layered self-distillation into a compact student.
 
     DESIGN 5.4: embed the dataset's training clips (no labels) with the teacher of ``teacher``
@@ -129,10 +125,6 @@ class UnfusedConfig(StageConfig):
     kl_temperature: float = Field(default=1.0, gt=0)
     optim: AudioOptimConfig = AudioOptimConfig(epochs=20, lr=3e-3, weight_decay=1e-2, warmup_epochs=1)
     batch_clips: int = Field(default=64, ge=2)
-    num_workers: int = Field(default=1, ge=1)
-    use_gpu: bool | None = None
-    max_failures: int = Field(default=2, ge=0)
-    storage_path: str | None = None
 
     def reads(self) -> tuple[str, ...]:
         return (self.teacher,)

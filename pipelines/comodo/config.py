@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from ..config_base import StageConfig, StrictModel
+from ..config_base import StageConfig, StrictModel, TrainStageConfig
 
 if TYPE_CHECKING:
     from ..config import PipelineConfig
@@ -97,7 +97,7 @@ class ComodoOptimConfig(StrictModel):
     warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
 
 
-class ComodoConfig(StageConfig):
+class ComodoConfig(TrainStageConfig):
     """Stage kind ``comodo``: distil a frozen video teacher's clip embeddings into an IMU student (DESIGN 5.2).
 
     ``objective``: ``queue`` (COMODO's distribution distillation against a FIFO queue of teacher
@@ -125,10 +125,6 @@ class ComodoConfig(StageConfig):
     optim: ComodoOptimConfig = ComodoOptimConfig()
     batch_windows: int = Field(default=128, ge=2)
     max_grad_norm: float | None = Field(default=5.0, gt=0)
-    num_workers: int = Field(default=1, ge=1)
-    use_gpu: bool | None = None
-    max_failures: int = Field(default=2, ge=0)
-    storage_path: str | None = None
 
     def reads(self) -> tuple[str, ...]:
         return (self.teacher,)

@@ -40,8 +40,8 @@ from modalities.fileio import atomic_open
 from ..plots import save_line_plot
 from ..ray_train import resume_folder
 from ..runner import StageContext, StageResult
-from ..train_common import (fit_with_cache, load_checkpoint, report_epoch, save_checkpoint, unwrap, worker_setup,
-                            write_student_record)
+from ..train_common import (fit_with_cache, load_checkpoint, lr_factor, report_epoch, save_checkpoint, unwrap,
+                            worker_setup, write_student_record)
 from .config import ComodoConfig
 from .data import clip_key, dataset_recordings, imu_columns, read_windows
 
@@ -57,13 +57,6 @@ class ProjectedStudent(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.student(x)), dim=1)
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, 1.0 - (step - warmup) / max(1, total - warmup))
 
 
 def training_views(raw: np.ndarray, idx: np.ndarray, spec, rng: np.random.Generator, params) -> torch.Tensor:

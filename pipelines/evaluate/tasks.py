@@ -20,6 +20,7 @@ TASKS: dict[str, str] = {
     "point_features": "pipelines.evaluate.point_segmentation:PointSegmentationTask",
     "clip_features": "pipelines.evaluate.clip_classification:ClipClassificationTask",
     "window_features": "pipelines.evaluate.window_classification:WindowClassificationTask",
+    "bev_features": "pipelines.evaluate.bev_segmentation:BevSegmentationTask",
 }
 
 

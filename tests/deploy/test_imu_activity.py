@@ -20,16 +20,17 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from deploy.bundle import load_bundle
 from deploy.cli import main
+from tests.deploy.classifier_runs import (assert_bench_end_to_end_includes_preprocess,
+                                          assert_verify_catches_a_flipped_label, export_quantized, fit_classifier,
+                                          write_models)
 
 MODEL = "comodo_10pct"
 CLASSES = ["sitting", "walking", "running", "cycling"]
@@ -100,8 +101,6 @@ def _build(kwargs=STUDENT_KWARGS):
 
 def make_imu_run(run_dir: Path, seed: int = 0) -> Path:
     """Write ``run_dir/evaluate/models/MODEL.{safetensors,json}`` of a fitted activity model; returns the sidecar."""
-    from safetensors.torch import save_file
-
     from modalities.imu.spec import ImuWindowSpec, fit_stats
 
     rng = np.random.default_rng(seed)
@@ -114,33 +113,11 @@ def make_imu_run(run_dir: Path, seed: int = 0) -> Path:
     x, counts = _prepared(spec, [r["imu"] for r in train])
     y = torch.tensor(np.repeat([CLASSES.index(r["label"]) for r in train], counts))
     torch.manual_seed(seed)
-    model = _build()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: extra threads only spin on a shared CI machine
-    try:
-        model.train()
-        for _ in range(FIT_STEPS):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():  # BatchNorm running statistics of the final weights (cumulative average)
-            for m in model.modules():
-                if isinstance(m, torch.nn.BatchNorm1d):
-                    m.reset_running_stats()
-                    m.momentum = None
-            model(x)
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
+    model = fit_classifier(_build(), x, y, FIT_STEPS, torch.nn.BatchNorm1d)
     xh, counts = _prepared(spec, [r["imu"] for r in held])
     with torch.no_grad():
         pred = model(xh).argmax(1).numpy()
     acc = float(100.0 * np.mean(pred == np.repeat([CLASSES.index(r["label"]) for r in held], counts)))
-    models = run_dir / "evaluate" / "models"
-    models.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(models / f"{MODEL}.safetensors"))
     sidecar = {
         "format": 2, "task": "imu_activity", "distill_stage": "comodo",
         "student_record": {"teacher": {"name": "videomae_small"}}, "label_fraction": 0.1,
@@ -149,8 +126,7 @@ def make_imu_run(run_dir: Path, seed: int = 0) -> Path:
         "state_dict_layout": "student.* = ImuCNN, classifier.* = nn.Linear(feature_dim, num_classes)",
         "input": spec.to_dict(), "calibration_samples": train[: len(CLASSES)], "heldout_samples": held,
     }
-    (models / f"{MODEL}.json").write_text(json.dumps(sidecar, indent=1))
-    return models / f"{MODEL}.json"
+    return write_models(run_dir, MODEL, model, sidecar)
 
 
 @pytest.fixture(scope="module")
@@ -188,12 +164,7 @@ def oracle(imu_run, imu_sidecar):
 @pytest.fixture(scope="module")
 def imu_bundle(imu_run) -> Path:
     """The run's bundle with fp32, fp16 and int8 models (built once; tests that modify it copy it)."""
-    from deploy.export import export_bundle
-    from deploy.quantize import quantize_bundle
-
-    path = export_bundle(imu_run)
-    quantize_bundle(path)
-    return path
+    return export_quantized(imu_run)
 
 
 @pytest.fixture
@@ -398,8 +369,7 @@ def test_engine_runs_a_recording_window_by_window(imu_bundle):
 
 
 def test_fp16_int8_and_verify(imu_bundle_copy, imu_sidecar):
-    from deploy.bundle import write_metadata
-    from deploy.verify import ParityError, verify_bundle
+    from deploy.verify import verify_bundle
 
     meta = load_bundle(imu_bundle_copy).metadata
     by = meta["metrics"]["heldout"]["by_precision"]
@@ -409,14 +379,7 @@ def test_fp16_int8_and_verify(imu_bundle_copy, imu_sidecar):
     assert abs(by["fp16"] - by["fp32"]) <= one_window + 1e-9
     out = verify_bundle(imu_bundle_copy)
     assert out["parity_fp32"]["max_rel_err"] <= 1e-4 and out["precisions"] == by
-    # A held-out label flipped (and re-hashed, so only the metric can notice): the accuracy changes.
-    target = imu_bundle_copy / meta["data"]["heldout"][0]["target"]
-    ref = json.loads(target.read_text())
-    other = (ref["class_index"] + 1) % len(CLASSES)
-    target.write_text(json.dumps({"label": CLASSES[other], "class_index": other}))
-    write_metadata(imu_bundle_copy, meta)
-    with pytest.raises(ParityError, match="held-out accuracy"):
-        verify_bundle(imu_bundle_copy)
+    assert_verify_catches_a_flipped_label(imu_bundle_copy, CLASSES)
 
 
 def test_bench_times_one_window_with_its_preprocessing(imu_bundle_copy, tmp_path, monkeypatch):
@@ -445,22 +408,7 @@ def test_bench_times_one_window_with_its_preprocessing(imu_bundle_copy, tmp_path
     assert feeds["imu"].shape == (1, 6, 1000) and list(starts) == [0.0] and len(skipped) == 0
     np.testing.assert_array_equal(feeds["imu"][0], adapter.preprocess(rec)[0]["imu"][0])
 
-    delay_s = 0.03
-    slow = ImuActivity.preprocess
-
-    def slower(self, raw):
-        time.sleep(delay_s)
-        return slow(self, raw)
-
-    monkeypatch.setattr(ImuActivity, "preprocess", slower)
-    out = run_bench(imu_bundle_copy, batch=1, warmup=1, iters=2, threads=1, backends=("onnxruntime",),
-                    out_dir=tmp_path / "slow")
-    for r in out["results"]:
-        if r["backend"] == "onnxruntime end-to-end":
-            assert r["p50_ms"] >= 1e3 * delay_s and "preprocess" in r["includes"]
-        else:
-            assert r["p50_ms"] < 1e3 * delay_s, r
-    assert out["stages_ms"]["preprocess"]["p50_ms"] >= 1e3 * delay_s
+    assert_bench_end_to_end_includes_preprocess(imu_bundle_copy, ImuActivity, tmp_path / "slow", monkeypatch)
 
 
 def test_export_names_missing_files_and_short_recordings(imu_run, tmp_path):

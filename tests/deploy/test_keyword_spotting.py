@@ -18,16 +18,17 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from deploy.bundle import load_bundle
 from deploy.cli import main
+from tests.deploy.classifier_runs import (assert_bench_end_to_end_includes_preprocess,
+                                          assert_verify_catches_a_flipped_label, export_quantized, fit_classifier,
+                                          write_models)
 
 MODEL = "kws_unfused_10pct"
 CLASSES = ["yes", "no", "up", "down"]
@@ -97,8 +98,6 @@ def _load_model(models: Path):
 
 def make_kws_run(run_dir: Path, seed: int = 0) -> Path:
     """Write ``run_dir/evaluate/models/MODEL.{safetensors,json}`` of a fitted keyword spotter; returns the sidecar."""
-    from safetensors.torch import save_file
-
     from modalities.audio.logmel import LogMelSpec, fit_normalisation
     from modalities.audio.students import KeywordClassifier, build_audio_student
 
@@ -110,32 +109,11 @@ def make_kws_run(run_dir: Path, seed: int = 0) -> Path:
     x = _features(spec, [r["audio"] for r in train])
     y = torch.tensor([CLASSES.index(r["label"]) for r in train])
     torch.manual_seed(seed)
-    model = KeywordClassifier(build_audio_student("ds_cnn", STUDENT_KWARGS), len(CLASSES))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: extra threads only spin on a shared CI machine
-    try:
-        model.train()
-        for _ in range(FIT_STEPS):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():  # BatchNorm running statistics of the final weights (cumulative average)
-            for m in model.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.reset_running_stats()
-                    m.momentum = None
-            model(x)
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
+    model = fit_classifier(KeywordClassifier(build_audio_student("ds_cnn", STUDENT_KWARGS), len(CLASSES)), x, y,
+                           FIT_STEPS, torch.nn.BatchNorm2d)
     with torch.no_grad():
         pred = model(_features(spec, [r["audio"] for r in held])).argmax(1).numpy()
     acc = float(100.0 * np.mean(pred == np.array([CLASSES.index(r["label"]) for r in held])))
-    models = run_dir / "evaluate" / "models"
-    models.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(models / f"{MODEL}.safetensors"))
     calib = [r for r in train if int(r["token"].rsplit("_", 1)[1]) < CALIB_PER_CLASS]
     sidecar = {
         "format": 2, "task": "keyword_spotting", "distill_stage": "unfused",
@@ -145,8 +123,7 @@ def make_kws_run(run_dir: Path, seed: int = 0) -> Path:
         "state_dict_layout": "student.* = AudioCNN, classifier.* = nn.Linear(feature_dim, num_classes)",
         "input": spec.to_dict(), "calibration_samples": calib, "heldout_samples": held,
     }
-    (models / f"{MODEL}.json").write_text(json.dumps(sidecar, indent=1))
-    return models / f"{MODEL}.json"
+    return write_models(run_dir, MODEL, model, sidecar)
 
 
 @pytest.fixture(scope="module")
@@ -179,12 +156,7 @@ def torch_probs(kws_run, kws_sidecar):
 @pytest.fixture(scope="module")
 def kws_bundle(kws_run) -> Path:
     """The run's bundle with fp32, fp16 and int8 models (built once; tests that modify it copy it)."""
-    from deploy.export import export_bundle
-    from deploy.quantize import quantize_bundle
-
-    path = export_bundle(kws_run)
-    quantize_bundle(path)
-    return path
+    return export_quantized(kws_run)
 
 
 @pytest.fixture
@@ -358,41 +330,17 @@ def test_bench_latency_includes_the_numpy_front_end(kws_bundle_copy, tmp_path, m
     md = (tmp_path / "plain" / "bench.md").read_text()
     assert "clips/s" in md and "pre-processing" in md and "onnxruntime end-to-end" in md
 
-    delay_s = 0.03
-    slow = KeywordSpotting.preprocess
-
-    def slower(self, raw):
-        time.sleep(delay_s)
-        return slow(self, raw)
-
-    monkeypatch.setattr(KeywordSpotting, "preprocess", slower)
-    out = run_bench(kws_bundle_copy, batch=1, warmup=1, iters=2, threads=1, backends=("onnxruntime",),
-                    out_dir=tmp_path / "slow")
-    for r in out["results"]:
-        if r["backend"] == "onnxruntime end-to-end":
-            assert r["p50_ms"] >= 1e3 * delay_s and "preprocess" in r["includes"]
-        else:
-            assert r["p50_ms"] < 1e3 * delay_s, r
-    assert out["stages_ms"]["preprocess"]["p50_ms"] >= 1e3 * delay_s
+    assert_bench_end_to_end_includes_preprocess(kws_bundle_copy, KeywordSpotting, tmp_path / "slow", monkeypatch)
 
 
 def test_verify_passes_and_catches_a_changed_label(kws_bundle_copy, capsys):
-    from deploy.bundle import write_metadata
-    from deploy.verify import ParityError, verify_bundle
+    from deploy.verify import verify_bundle
 
     out = verify_bundle(kws_bundle_copy)
     assert out["parity_fp32"]["max_rel_err"] <= 1e-4 and sorted(out["precisions"]) == ["fp16", "fp32", "int8"]
     assert main(["verify", str(kws_bundle_copy)]) == 0
     assert "as recorded" in capsys.readouterr().out
-    # A held-out label flipped (and re-hashed, so only the metric can notice): the accuracy changes.
-    meta = load_bundle(kws_bundle_copy).metadata
-    target = kws_bundle_copy / meta["data"]["heldout"][0]["target"]
-    ref = json.loads(target.read_text())
-    other = (ref["class_index"] + 1) % len(CLASSES)
-    target.write_text(json.dumps({"label": CLASSES[other], "class_index": other}))
-    write_metadata(kws_bundle_copy, meta)
-    with pytest.raises(ParityError, match="held-out accuracy"):
-        verify_bundle(kws_bundle_copy)
+    assert_verify_catches_a_flipped_label(kws_bundle_copy, CLASSES)
 
 
 def test_export_names_missing_audio_and_unknown_labels(kws_run, tmp_path):
@@ -424,7 +372,7 @@ def test_keyword_spotting_runtime_imports_without_torch():
 
 
 def test_file_stems_of_tokens_are_safe_and_unique():
-    from deploy.tasks.keyword_spotting import file_stem
+    from deploy.tasks.classification import file_stem
 
     used: set[str] = set()
     assert [file_stem(t, used) for t in ("yes/a_nohash_0", "yes_a_nohash_0", "../x", "..", "ok-1.2")] == \
@@ -432,7 +380,7 @@ def test_file_stems_of_tokens_are_safe_and_unique():
 
 
 def test_softmax_and_top_k():
-    from deploy.tasks.keyword_spotting import softmax, top_k
+    from deploy.tasks.classification import softmax, top_k
 
     p = softmax(np.array([1000.0, 1001.0, 999.0, 1001.0]))
     assert p.dtype == np.float32 and np.isfinite(p).all() and abs(float(p.sum()) - 1.0) < 1e-6

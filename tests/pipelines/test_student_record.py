@@ -76,6 +76,7 @@ def test_a_record_task_without_an_evaluation_task_is_named():
     from pipelines.evaluate.tasks import evaluation_task
 
     assert evaluation_task("point_features", "r") is PointSegmentationTask
-    with pytest.raises(ValueError, match=r"r/student.json: no evaluation task for student task 'bev_features'; "
-                                         r"known: \['clip_features', 'point_features', 'window_features'\]"):
-        evaluation_task("bev_features", "r/student.json")
+    with pytest.raises(ValueError, match=r"r/student.json: no evaluation task for student task 'box_features'; "
+                                         r"known: \['bev_features', 'clip_features', 'point_features', "
+                                         r"'window_features'\]"):
+        evaluation_task("box_features", "r/student.json")

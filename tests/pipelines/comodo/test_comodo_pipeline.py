@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
 from pipelines.student_record import read_student_record
-from tests.pipelines.slidr.test_distill_stage import _descendants, _is_train_worker, _kill, _wait_for
+from tests.pipelines.worker_kill import assert_resumed, run_killing_the_worker
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -73,23 +72,8 @@ EPOCHS = 60  # batches of 2 windows: 13 steps an epoch, so that the kill lands m
 def test_killed_comodo_worker_restarts_from_checkpoint(tmp_path):
     cmd = [sys.executable, "-m", "pipelines", "run", "tests/configs/comodo_tiny.yaml", f"runs_dir={tmp_path}",
            "only=[recordings, teacher, comodo]", f"stages.comodo.optim.epochs={EPOCHS}", "stages.comodo.batch_windows=2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        stage = tmp_path / "comodo_tiny" / "comodo"
-        _wait_for(stage / ".ray_results", "run-0/checkpoint_*/meta.json", proc, count=2)
-        workers = [p for p in _descendants(proc) if _is_train_worker(p)]
-        assert workers, "no Ray Train worker process of this run found to kill"
-        _kill(workers)
-        psutil.wait_procs(workers, timeout=30)
-        out, _ = proc.communicate(timeout=800)
-    finally:
-        if proc.poll() is None:
-            _kill(_descendants(proc))
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, out[-4000:]
-    history = json.loads((stage / "history.json").read_text())
-    assert [h["epoch"] for h in history] == list(range(EPOCHS))
-    assert max(h["attempt_start_epoch"] for h in history) > 0  # later epochs ran after the restart
+    stage = tmp_path / "comodo_tiny" / "comodo"
+    run_killing_the_worker(cmd, stage)
+    assert_resumed(stage, EPOCHS)
     record = read_student_record(stage)  # the hand-off after the restart: weights present, sha256 matches
     assert record["task"] == "window_features"

@@ -1,0 +1,176 @@
+"""Evaluation task of BEV-feature students (CALICO's lidar and camera students): BEV semantic segmentation.
+
+Labelled data: the dataset's BEV labels (``<root>/bev_labels/<sample token>.png`` and
+``grid.json``, format in :mod:`modalities.bev_labels`; the synthetic generator writes them with
+``bev_labels: true``, a user can rasterise their own), six classes, 255 ignored. Training labels
+come from the training scenes, the metric (cell-wise mIoU over the labelled cells) from the
+held-out scenes. Key frames without a label file are counted skips.
+
+Features: the student's BEV map read at the label grid's cell centres
+(:func:`pipelines.losses.calico.sample_bev`: exact cells when the student's grid is the label
+grid, bilinear otherwise; label cells outside the student's grid are left out), with BatchNorm recalibrated on the training scans for both inits
+("precise BN", as the point-segmentation task). Training features are at most ``cells_per_scan``
+labelled cells per scan (a seeded uniform draw); test features are every labelled cell.
+
+The random init of the camera student keeps what its constructor gives (the ImageNet image
+backbone when ``pretrained``), so the comparison measures what RAD adds to the usual start.
+Protocols: ``linear_probe`` (a per-cell linear head on frozen features); fine-tuning BEV students
+is not implemented and is refused at the start of the stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from modalities.bev_labels import BEV_CLASSES, FOLDER, IGNORE_ID, bev_label_path, read_bev_labels, read_grid
+from modalities.segmentation_metrics import mean_iou
+
+from ..calico.data import student_feeds
+from ..slidr.data import list_scans, split_by_scene
+from .config import EvaluateConfig
+
+CELLS_PER_SCAN = 4096
+
+
+class BevSegmentationTask:
+    """Cell-wise BEV segmentation of a dataset's BEV labels; see the module docstring."""
+
+    metric = "miou"
+    metric_label = "BEV mIoU"
+    sample_noun = "scan"
+    class_names = BEV_CLASSES
+    confusion_figures = True
+    description = "BEV cell-wise mIoU on the held-out scenes"
+
+    @staticmethod
+    def score(conf) -> float:
+        return mean_iou(conf)
+
+    def __init__(self, ctx, cfg: EvaluateConfig):
+        unsupported = sorted(set(cfg.protocols) - {"linear_probe"})
+        if unsupported:
+            raise ValueError(f"stage {ctx.name}: protocols {unsupported} are not implemented for BEV students "
+                             "(task bev_features); use protocols: [linear_probe]")
+        root = Path(ctx.inputs["dataset"])
+        self.grid = read_grid(root / FOLDER)
+        refs = list_scans(root, ctx.dataset.version, None)
+        train_refs, test_refs = split_by_scene(refs, ctx.dataset.holdout_scenes)
+        if not test_refs:
+            raise ValueError("evaluation needs held-out scenes: set the dataset's holdout_scenes >= 1")
+        self.skipped = 0
+
+        def labelled(scan_refs):
+            kept = []
+            for r in scan_refs:
+                path = bev_label_path(root, r.token)
+                if not path.is_file():
+                    ctx.log.warning("no BEV labels for sample %s (%s): skipped", r.token, path)
+                    self.skipped += 1
+                    continue
+                kept.append((r, read_bev_labels(path, self.grid)))
+            return kept
+
+        self.train, self.test = labelled(train_refs), labelled(test_refs)
+        if cfg.max_test_scans:
+            self.test = self.test[: cfg.max_test_scans]
+        if not self.train or not self.test:
+            raise ValueError(f"{root / FOLDER}: BEV labels for {len(self.train)} training and {len(self.test)} held-out "
+                             "key frames; the evaluation needs both (synthetic data: set bev_labels: true)")
+        self.cfg, self.seed, self.log = cfg, ctx.seed, ctx.log
+        self.num_classes = len(BEV_CLASSES)
+        centers = self.grid.cell_centers_lidar().reshape(-1, 2).astype(np.float32)
+        self.centers = torch.from_numpy(centers)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train)
+
+    def train_tokens(self, idx) -> list[str]:
+        return [self.train[i][0].token for i in idx]
+
+    def student(self, record: dict, stage_dir: Path) -> "PreparedBevStudent":
+        return PreparedBevStudent(self, record, stage_dir)
+
+
+class PreparedBevStudent:
+    """Both inits of a BEV student with their features extracted once for every protocol run."""
+
+    def __init__(self, task: BevSegmentationTask, record: dict, stage_dir: Path):
+        self.task, self.record = task, record
+        where = f"{stage_dir}/student.json"
+        spec = record["input"].get("grid", record["input"])  # camera spec: {"grid": ...}; pillar spec: the grid fields
+        grid = (spec["x_range_m"][0], spec["y_range_m"][0], spec["cell_size_m"], spec["cell_size_m"])
+        feeds = {"train": [self._feeds(r, where) for r, _ in task.train],
+                 "test": [self._feeds(r, where) for r, _ in task.test]}
+        self.features = {}
+        for init in ("distilled", "random"):
+            net = _build(record, stage_dir, init, task.seed)
+            _recalibrate_batchnorm(net, feeds["train"])
+            rng = np.random.default_rng(task.seed)
+            train = [_cells(net, f, y, task.centers, grid, rng, CELLS_PER_SCAN)
+                     for f, (_, y) in zip(feeds["train"], task.train)]
+            test = [_cells(net, f, y, task.centers, grid, None, None) for f, (_, y) in zip(feeds["test"], task.test)]
+            self.features[init] = (train, (torch.cat([x for x, _ in test]), torch.cat([y for _, y in test])))
+
+    def _feeds(self, ref, where: str) -> dict:
+        return student_feeds(self.record["kind"], self.record["input"], ref.lidar_path, ref.cameras, where)
+
+    def labeled_features(self, init: str, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        per_scan = [self.features[init][0][i] for i in idx]
+        return torch.cat([x for x, _ in per_scan]), torch.cat([y for _, y in per_scan])
+
+    def test_features(self, init: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.features[init][1]
+
+
+def _build(record: dict, stage_dir: Path, init: str, seed: int) -> nn.Module:
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    from modalities.bev_students import build_bev_student  # noqa: PLC0415
+
+    torch.manual_seed(seed)
+    net = build_bev_student(record["kind"], record["kwargs"])
+    if init == "distilled":
+        net.load_state_dict(load_file(str(Path(stage_dir) / record["weights"])))
+    return net
+
+
+def _batched(feeds: dict) -> dict:
+    return {k: torch.from_numpy(v)[None] for k, v in feeds.items()}
+
+
+@torch.no_grad()
+def _recalibrate_batchnorm(net: nn.Module, feeds: list[dict]) -> None:
+    """BatchNorm statistics = their exact average over the training scans, for both inits ("precise BN")."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average
+    net.train()
+    for f in feeds:
+        net(**_batched(f))
+    net.eval()
+
+
+@torch.no_grad()
+def _cells(net: nn.Module, feeds: dict, labels: np.ndarray, centers: torch.Tensor, grid: tuple, rng, limit):
+    """(features (n, C), labels (n,)) of the labelled cells of one scan (at most ``limit``, seeded draw): the
+    student's map on its own ``grid`` (x_min, y_min, cell_x, cell_y) read at the label cells' ``centers``."""
+    from ..losses.calico import sample_bev  # noqa: PLC0415
+
+    net.eval()
+    bev = net(**_batched(feeds))
+    y = labels.reshape(-1)
+    x0, y0, sx, sy = grid
+    ny, nx = bev.shape[2:]
+    c = centers.numpy()
+    inside = (c[:, 0] >= x0) & (c[:, 0] < x0 + nx * sx) & (c[:, 1] >= y0) & (c[:, 1] < y0 + ny * sy)
+    keep = np.flatnonzero((y != IGNORE_ID) & inside)  # cells the student's map covers
+    if limit is not None and len(keep) > limit:
+        keep = np.sort(rng.choice(keep, limit, replace=False))
+    x, _ = sample_bev(bev, centers[keep][None], grid)
+    return x[0].float(), torch.from_numpy(y[keep].astype(np.int64))
