@@ -42,23 +42,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-with warnings.catch_warnings():
-    # spconv 2.3 decorates its ops with the deprecated torch.cuda.amp.custom_fwd/bwd.
-    warnings.simplefilter("ignore", FutureWarning)
-    import spconv.pytorch as spconv
-    from spconv.pytorch import ConvAlgo
+
+
+class _LazySpconv:
+    """``spconv.pytorch``, imported at first use. Its import takes ~9 s on a 2-core CPU (it builds its
+    kernel tables), which every process that merely imports this module (a range-view or audio Ray
+    worker, the evaluate stage of a range-view student) would otherwise pay."""
+
+    _module = None
+
+    def __getattr__(self, name: str):
+        if _LazySpconv._module is None:
+            with warnings.catch_warnings():
+                # spconv 2.3 decorates its ops with the deprecated torch.cuda.amp.custom_fwd/bwd.
+                warnings.simplefilter("ignore", FutureWarning)
+                import spconv.pytorch as module  # noqa: PLC0415
+            _LazySpconv._module = module
+        return getattr(_LazySpconv._module, name)
+
+
+spconv = _LazySpconv()
 
 MINKUNET34C_PLANES = (32, 64, 128, 256, 256, 128, 96, 96)
 MINKUNET34C_LAYERS = (2, 3, 4, 6, 2, 2, 2, 2)
 NUM_LEVELS = 4  # stride-2 downsamplings; voxel coordinates are padded to a multiple of 2**4
 
-ALGOS = {"native": ConvAlgo.Native, "mask_implicit_gemm": ConvAlgo.MaskImplicitGemm,
-         "mask_split_implicit_gemm": ConvAlgo.MaskSplitImplicitGemm}
+# Names of the spconv algorithms (``ConvAlgo`` members) that ``algo=`` accepts as strings.
+ALGOS = {"native": "Native", "mask_implicit_gemm": "MaskImplicitGemm", "mask_split_implicit_gemm": "MaskSplitImplicitGemm"}
 
 
 def algo_for_device(device: torch.device | str) -> ConvAlgo:
     """``Native`` on CPU (the only one spconv's CPU path runs), ``MaskImplicitGemm`` on CUDA."""
-    return ConvAlgo.MaskImplicitGemm if torch.device(device).type == "cuda" else ConvAlgo.Native
+    return spconv.ConvAlgo.MaskImplicitGemm if torch.device(device).type == "cuda" else spconv.ConvAlgo.Native
 
 
 def spatial_shape_for(coords: torch.Tensor | np.ndarray, multiple: int = 2**NUM_LEVELS) -> list[int]:
@@ -170,7 +185,7 @@ class SparseUNet(nn.Module):
         if isinstance(algo, str):
             if algo not in ALGOS:
                 raise ValueError(f"algo: unknown '{algo}'; choose from {sorted(ALGOS)} or None (automatic)")
-            algo = ALGOS[algo]
+            algo = getattr(spconv.ConvAlgo, ALGOS[algo])
         self.auto_algo = algo is None
         initial_algo = algo_for_device("cpu") if algo is None else algo
         self._algo_device_type = "cpu" if algo is None else None

@@ -67,6 +67,19 @@ def bev_grid_of(spec) -> tuple[float, float, float, float]:
     return (spec.x_range_m[0], spec.y_range_m[0], spec.cell_size_m, spec.cell_size_m)
 
 
+def pillar_occupancy(lidar_paths: list, spec) -> dict:
+    """How full the pillar buffers are on the (un-augmented) scans: the budget's cost is paid for every row."""
+    from modalities.lidar.bev_net import pillar_inputs  # noqa: PLC0415
+
+    from .data import read_points  # noqa: PLC0415
+
+    stats = [pillar_inputs(*read_points(p), spec)[1] for p in lidar_paths]
+    return {"pillars_per_scan_max": max(s["num_pillars"] for s in stats),
+            "pillars_per_scan_mean": float(np.mean([s["num_pillars"] for s in stats])),
+            "pillars_dropped": int(sum(s["pillars_dropped"] for s in stats)),
+            "points_not_stored": int(sum(s["points_dropped"] for s in stats))}
+
+
 def prc_batch(scans: list[tuple[np.ndarray, np.ndarray, np.ndarray]], cfg: PrcConfig, spec, rng: np.random.Generator):
     """Two views of each scan: (feeds of 2B views stacked [view 1 of every scan, then view 2], per-scan
     (xy view 1, xy view 2, region id) of the sampled points)."""
@@ -210,6 +223,11 @@ def run_prc(ctx: StageContext) -> StageResult:
     ctx.log.info("PRC on %d training scans (%d held-out scans unseen), grid %dx%d cells of %.2f m", len(split.train),
                  len(split.heldout), spec.nx, spec.ny, spec.cell_size_m)
 
+    occupancy = pillar_occupancy([s.lidar_path for s in split.train], spec)
+    if occupancy["pillars_dropped"]:
+        ctx.log.warning("%d pillars over the budget of %d were dropped (%d points not stored, full pillars included); raise student.max_pillars",
+                        occupancy["pillars_dropped"], spec.max_pillars, occupancy["points_not_stored"])
+
     def write_cache(path: Path) -> None:
         with atomic_open(path) as f:
             np.savez(f, lidar=np.array([str(s.lidar_path) for s in split.train]),
@@ -226,7 +244,7 @@ def run_prc(ctx: StageContext) -> StageResult:
                     "RAPC": (epochs, [h["rapc"] for h in history])},
                    "epoch", "loss", f"CALICO PRC (alpha {cfg.alpha}) on the pillar BEV student")
     metrics = {"train_scans": len(split.train), "heldout_scans_unseen": len(split.heldout),
-               **{f"skipped_{k}": v for k, v in skipped.items()}, "epochs": len(history),
+               **{f"skipped_{k}": v for k, v in skipped.items()}, **occupancy, "epochs": len(history),
                "loss_first_epoch": history[0]["loss"], "loss_last_epoch": history[-1]["loss"],
                "plrc_last_epoch": history[-1]["plrc"], "rapc_last_epoch": history[-1]["rapc"],
                "scans_per_s": history[-1]["scans_per_s"]}

@@ -154,3 +154,15 @@ def test_amp_fp16_forward_backward_on_cuda():
     assert out.shape == (len(coords), 64) and torch.isfinite(out).all()
     torch.testing.assert_close(out.float().norm(dim=1), torch.ones(len(coords), device="cuda"), rtol=0, atol=1e-2)
     assert all(m.algo == ConvAlgo.MaskImplicitGemm for m in model.modules() if isinstance(m, SparseConvolution))
+
+
+def test_spconv_is_imported_only_when_a_sparse_network_is_built():
+    # Its import takes seconds (kernel tables); range-view and audio workers import this module without using it.
+    import subprocess
+    import sys
+
+    code = ("import sys; import pipelines.slidr.train, modalities.lidar.students as s; "
+            "assert 'spconv.pytorch' not in sys.modules, 'imported early'; "
+            "s.build_lidar_student('sparse_unet', {'planes': [8] * 8, 'layers': [1] * 8}); "
+            "assert 'spconv.pytorch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -20,6 +20,7 @@ def test_calico_tiny_pipeline(tmp_path):
 
     prc = report["prc"]["metrics"]
     assert prc["train_scans"] == 3 and prc["heldout_scans_unseen"] == 3 and prc["epochs"] == 2
+    assert 100 < prc["pillars_per_scan_max"] <= 4096 and prc["pillars_dropped"] == 0
     for key in ("loss_first_epoch", "loss_last_epoch", "plrc_last_epoch", "rapc_last_epoch"):
         assert 0 < prc[key] < 20
     record = json.loads((run_dir / "prc" / "student.json").read_text())
