@@ -51,6 +51,52 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return max(0.0, 1.0 - (step - warmup) / max(1, total - warmup))
 
 
+def resume_training(loop_config: dict, modules: dict[str, torch.nn.Module], optimizer) -> tuple[int, list[dict], dict]:
+    """(first epoch to train, history so far, the checkpoint's state or {}): the modules and optimizer are loaded
+    from the newest complete checkpoint of this run when there is one (:func:`pipelines.ray_train.resume_folder`)."""
+    from .ray_train import resume_folder  # noqa: PLC0415
+
+    folder = resume_folder(loop_config)
+    if folder is None:
+        return 0, [], {}
+    state = load_checkpoint(folder, modules, optimizer)
+    return int(state["epoch"]) + 1, list(state["history"]), state
+
+
+def step_schedule(n: int, world: int, batch: int, epochs: int, warmup_fraction: float,
+                  min_batch: int = 1) -> tuple[int, int, int, int]:
+    """(batch, steps per epoch, total steps, warm-up steps) for ``n`` samples split over ``world`` workers."""
+    batch = min(batch, max(min_batch, n // world))
+    steps_per_epoch = max(1, (n // world) // batch)
+    total = steps_per_epoch * epochs
+    return batch, steps_per_epoch, total, int(round(warmup_fraction * total))
+
+
+def set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def optimizer_step(loss: torch.Tensor, optimizer, model: torch.nn.Module, max_grad_norm: float | None, method: str,
+                   epoch: int, step: int) -> None:
+    """Refuse a non-finite loss (naming the method, epoch and step), then backward, clip the gradient norm, step."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{method} loss is {loss.item()} at epoch {epoch}, step {step}: lower optim.lr")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+
+
+def epoch_bar(method: str, epoch: int, epochs: int, steps: int, rank: int):
+    """The progress bar of one epoch (rank 0 only)."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(range(steps), desc=f"{method} epoch {epoch + 1}/{epochs}", disable=rank != 0, mininterval=5,
+                dynamic_ncols=True)
+
+
 def worker_setup(loop_config: dict) -> tuple[int, int, "torch.device"]:
     """Inside a worker: (rank, world size, device); torch threads and seed set from the loop config."""
     import ray.train

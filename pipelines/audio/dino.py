@@ -33,8 +33,8 @@ from ..ray_train import resume_folder
 from ..runner import StageContext, StageResult
 from .config import DinoConfig
 from .data import ViewParams, fit_stats, load_arrays, load_splits, make_view, read_log_mels
-from ..train_common import (fit_on_clips, load_checkpoint, report_epoch, save_checkpoint, unwrap, worker_setup,
-                           write_student_record)
+from ..train_common import (epoch_bar, fit_on_clips, load_checkpoint, optimizer_step, report_epoch, save_checkpoint,
+                           set_lr, unwrap, worker_setup, write_student_record)
 
 
 class MultiCropNet(nn.Module):
@@ -85,7 +85,6 @@ def _entropy(logits: torch.Tensor, center: torch.Tensor, temp: float) -> float:
 
 def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train.torch
-    from tqdm import tqdm
 
     from modalities.audio.students import DINOHead, build_audio_student
     from ..evaluate.protocols import warmup_cosine
@@ -125,12 +124,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         model.train()
         teacher.train()
         losses, entropies, t0 = [], [], time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"DINO epoch {epoch + 1}/{cfg.optim.epochs}", disable=rank != 0,
-                   mininterval=5, dynamic_ncols=True)
+        bar = epoch_bar("DINO", epoch, cfg.optim.epochs, steps_per_epoch, rank)
         for s in bar:
             step = epoch * steps_per_epoch + s
-            for g in optimizer.param_groups:
-                g["lr"] = cfg.optim.lr * warmup_cosine(step, total, warmup)
+            set_lr(optimizer, cfg.optim.lr * warmup_cosine(step, total, warmup))
             views = [v.to(device) for v in views_of_batch(clips, order[s * cfg.batch_clips:(s + 1) * cfg.batch_clips],
                                                           cfg, spec, rng)]
             B = views[0].shape[0]
@@ -138,13 +135,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 t_out = teacher(views[:2]).view(2, B, -1)
             s_out = model(views).view(len(views), B, -1)
             loss = dino_loss(s_out, t_out, center, cfg.student_temp, t_temp)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"DINO loss is {loss.item()} at epoch {epoch}, step {s}: lower optim.lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+            optimizer_step(loss, optimizer, model, cfg.max_grad_norm, "DINO", epoch, s)
             ema_update(teacher, unwrap(model), ema_momentum(step, total, cfg.ema_momentum, 1.0))
             batch_mean = t_out.mean(dim=(0, 1))
             if world > 1:  # every rank's center sees the global batch (DINO all-reduces it)

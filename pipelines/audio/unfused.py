@@ -36,8 +36,8 @@ from ..runner import StageContext, StageResult
 from ..student_record import read_student_record
 from .config import UnfusedConfig
 from .data import ViewParams, eval_input, load_arrays, load_splits, make_view, read_log_mels
-from ..train_common import (fit_on_clips, load_checkpoint, report_epoch, save_checkpoint, unwrap, worker_setup,
-                           write_student_record)
+from ..train_common import (epoch_bar, fit_on_clips, load_checkpoint, optimizer_step, report_epoch, save_checkpoint,
+                           set_lr, unwrap, worker_setup, write_student_record)
 
 
 class LayeredStudent(nn.Module):
@@ -88,7 +88,6 @@ def purity(clusters: np.ndarray, labels: list[str]) -> float:
 
 def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train.torch
-    from tqdm import tqdm
 
     from modalities.audio.students import build_audio_student
     from ..evaluate.protocols import warmup_cosine
@@ -118,12 +117,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         model.train()
         parts_sum: dict[str, float] = {}
         losses, correct, seen, t0 = [], 0, 0, time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"UnFuSeD epoch {epoch + 1}/{cfg.optim.epochs}", disable=rank != 0,
-                   mininterval=5, dynamic_ncols=True)
+        bar = epoch_bar("UnFuSeD", epoch, cfg.optim.epochs, steps_per_epoch, rank)
         for s in bar:
             step = epoch * steps_per_epoch + s
-            for g in optimizer.param_groups:
-                g["lr"] = cfg.optim.lr * warmup_cosine(step, total, warmup)
+            set_lr(optimizer, cfg.optim.lr * warmup_cosine(step, total, warmup))
             idx = order[s * cfg.batch_clips:(s + 1) * cfg.batch_clips]
             others = rng.integers(0, len(clips), size=len(idx))
             x = torch.from_numpy(np.stack([make_view(clips[i], spec.n_frames, spec, rng, params, clips[o])
@@ -132,11 +129,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             head_logits, head_feats, final_logits, final_feats = model(x)
             loss, parts = unfused_loss(head_logits, head_feats, final_logits, final_feats, y, cfg.alpha, cfg.beta,
                                        cfg.gamma, cfg.kl_temperature)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"UnFuSeD loss is {loss.item()} at epoch {epoch}, step {s}: lower optim.lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(loss, optimizer, model, None, "UnFuSeD", epoch, s)
             losses.append(loss.item())
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + float(v)

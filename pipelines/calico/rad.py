@@ -33,11 +33,10 @@ from torch import nn
 from modalities.fileio import atomic_open
 
 from ..plots import save_line_plot
-from ..ray_train import resume_folder
 from ..runner import StageContext, StageResult
 from ..student_record import read_student_record
-from ..train_common import (fit_with_cache, load_checkpoint, lr_factor, report_epoch, save_checkpoint, unwrap,
-                            worker_setup, write_student_record)
+from ..train_common import (epoch_bar, fit_with_cache, lr_factor, optimizer_step, report_epoch, resume_training,
+                            save_checkpoint, set_lr, step_schedule, unwrap, worker_setup, write_student_record)
 from .config import RadConfig
 from .data import calico_scans, camera_inputs, camera_views, in_grid, read_scan, sample_points
 from .prc import bev_grid_of, projection_head
@@ -110,7 +109,6 @@ class RadModel(nn.Module):
 
 def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train.torch
-    from tqdm import tqdm
 
     from modalities.bev_labels import BevGridSpec
     from modalities.camera.bev_lift import CameraBevNet
@@ -126,11 +124,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     head = projection_head(net.feature_dim, target.shape[1])
     both = RadModel(net, head, cfg, bev_grid_of(grid))
     optimizer = torch.optim.AdamW(both.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    start_epoch, history = 0, []
-    folder = resume_folder(loop_config)
-    if folder is not None:
-        state = load_checkpoint(folder, {"student": net, "head": head}, optimizer)
-        start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
+    start_epoch, history, _ = resume_training(loop_config, {"student": net, "head": head}, optimizer)
     attempt_start = start_epoch
     model = ray.train.torch.prepare_model(both)
     cache: dict[int, dict] = {}  # scan -> camera feeds (images resized once, geometry computed once)
@@ -146,33 +140,23 @@ def train_loop_per_worker(loop_config: dict) -> None:
         return cache[i]
 
     n = len(offsets) - 1
-    batch = min(cfg.batch_scans, max(1, n // world))
-    steps_per_epoch = max(1, (n // world) // batch)
-    total = steps_per_epoch * cfg.optim.epochs
-    warmup = int(round(cfg.optim.warmup_fraction * total))
+    batch, steps_per_epoch, total, warmup = step_schedule(n, world, cfg.batch_scans, cfg.optim.epochs,
+                                                          cfg.optim.warmup_fraction)
     for epoch in range(start_epoch, cfg.optim.epochs):
         order = np.random.default_rng([loop_config["seed"], epoch]).permutation(n)[rank::world]
         model.train()
         losses, seen, t0 = [], 0, time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"RAD epoch {epoch + 1}/{cfg.optim.epochs}", disable=rank != 0,
-                   mininterval=5, dynamic_ncols=True)
+        bar = epoch_bar("RAD", epoch, cfg.optim.epochs, steps_per_epoch, rank)
         for s in bar:
             step = epoch * steps_per_epoch + s
-            for g in optimizer.param_groups:
-                g["lr"] = cfg.optim.lr * lr_factor(step, total, warmup)
+            set_lr(optimizer, cfg.optim.lr * lr_factor(step, total, warmup))
             idx = [int(i) for i in order[s * batch:(s + 1) * batch]]
             per_scan = [feeds_of(i) for i in idx]
             feeds = {k: torch.from_numpy(np.stack([f[k] for f in per_scan])) for k in per_scan[0]}
             points = [(xy[offsets[i]:offsets[i + 1]], region[offsets[i]:offsets[i + 1]],
                        target[offsets[i]:offsets[i + 1]]) for i in idx]
             loss = model(feeds, points)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"RAD loss is {loss.item()} at epoch {epoch}, step {s}: lower optim.lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+            optimizer_step(loss, optimizer, model, cfg.max_grad_norm, "RAD", epoch, s)
             losses.append(loss.item())
             seen += len(idx)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")

@@ -38,10 +38,9 @@ from torch import nn
 from modalities.fileio import atomic_open
 
 from ..plots import save_line_plot
-from ..ray_train import resume_folder
 from ..runner import StageContext, StageResult
-from ..train_common import (fit_with_cache, load_checkpoint, lr_factor, report_epoch, save_checkpoint, unwrap,
-                            worker_setup, write_student_record)
+from ..train_common import (epoch_bar, fit_with_cache, lr_factor, optimizer_step, report_epoch, resume_training,
+                            save_checkpoint, set_lr, step_schedule, unwrap, worker_setup, write_student_record)
 from .config import ComodoConfig
 from .data import clip_key, dataset_recordings, imu_columns, read_windows
 
@@ -76,7 +75,6 @@ def _loss(cfg: ComodoConfig, s: torch.Tensor, t: torch.Tensor, queue: torch.Tens
 
 def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train.torch
-    from tqdm import tqdm
 
     from modalities.imu.spec import ImuWindowSpec
     from modalities.imu.students import build_imu_student
@@ -95,44 +93,31 @@ def train_loop_per_worker(loop_config: dict) -> None:
     queue = FeatureQueue(cfg.queue_size, dim)
     if len(seed_emb) and cfg.queue_size and cfg.objective == "queue":
         queue.seed(seed_emb)
-    start_epoch, history = 0, []
-    folder = resume_folder(loop_config)
-    if folder is not None:
-        state = load_checkpoint(folder, {"projected": net}, optimizer)
-        start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
+    start_epoch, history, state = resume_training(loop_config, {"projected": net}, optimizer)
+    if state:
         queue.load_state_dict(state["queue"])
     attempt_start = start_epoch
     model = ray.train.torch.prepare_model(net)
     params = cfg.augment.params()
     heldout_x = torch.from_numpy(spec.normalize(heldout_raw)) if len(heldout_raw) else None
-    batch = min(cfg.batch_windows, max(2, len(raw) // world))
-    steps_per_epoch = max(1, (len(raw) // world) // batch)
-    total = steps_per_epoch * cfg.optim.epochs
-    warmup = int(round(cfg.optim.warmup_fraction * total))
+    batch, steps_per_epoch, total, warmup = step_schedule(len(raw), world, cfg.batch_windows, cfg.optim.epochs,
+                                                          cfg.optim.warmup_fraction, min_batch=2)
     for epoch in range(start_epoch, cfg.optim.epochs):
         rng = np.random.default_rng([loop_config["seed"], epoch, rank])
         order = np.random.default_rng([loop_config["seed"], epoch]).permutation(len(raw))[rank::world]
         model.train()
         losses, agree, seen, t0 = [], 0, 0, time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"COMODO epoch {epoch + 1}/{cfg.optim.epochs}", disable=rank != 0,
-                   mininterval=5, dynamic_ncols=True)
+        bar = epoch_bar("COMODO", epoch, cfg.optim.epochs, steps_per_epoch, rank)
         for s in bar:
             step = epoch * steps_per_epoch + s
-            for g in optimizer.param_groups:
-                g["lr"] = cfg.optim.lr * lr_factor(step, total, warmup)
+            set_lr(optimizer, cfg.optim.lr * lr_factor(step, total, warmup))
             idx = order[s * batch:(s + 1) * batch]
             x = training_views(raw, idx, spec, rng, params).to(device)
             t = targets[torch.as_tensor(idx)].to(device)
             q = queue.tensor().to(device) if cfg.objective == "queue" else None
             emb = model(x)
             loss = _loss(cfg, emb, t, q)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"COMODO loss is {loss.item()} at epoch {epoch}, step {s}: lower optim.lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+            optimizer_step(loss, optimizer, model, cfg.max_grad_norm, "COMODO", epoch, s)
             with torch.no_grad():  # label-free diagnostic: the student's nearest key is the teacher's
                 keys = torch.cat([q, t]) if q is not None else t
                 agree += int(((emb @ keys.T).argmax(1) == (t @ keys.T).argmax(1)).sum())
