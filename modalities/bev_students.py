@@ -7,7 +7,7 @@ Both return (B, C, ny, nx) maps on the grid of their input spec.
 
 from __future__ import annotations
 
-import importlib
+from modalities.registry import resolve
 
 STUDENTS: dict[str, str] = {
     "pillar_bev": "modalities.lidar.bev_net:PillarBevNet",
@@ -17,7 +17,4 @@ STUDENTS: dict[str, str] = {
 
 def build_bev_student(kind: str, kwargs: dict):
     """A BEV student from its record's ``kind`` and ``kwargs``; a ValueError naming the known kinds otherwise."""
-    if kind not in STUDENTS:
-        raise ValueError(f"unknown BEV student {kind!r}; known: {sorted(STUDENTS)}")
-    module, cls = STUDENTS[kind].split(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    return resolve(STUDENTS, kind, "unknown BEV student")(**kwargs)

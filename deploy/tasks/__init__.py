@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 
+from modalities.registry import resolve
+
 from .base import TaskAdapter
 
 # task kind -> "module:class"
@@ -28,10 +30,7 @@ ADAPTERS: dict[str, str] = {
 
 def adapter_class(kind: str) -> type[TaskAdapter]:
     """The adapter class of a task kind; a ValueError naming the known kinds otherwise."""
-    if kind not in ADAPTERS:
-        raise ValueError(f"no deploy adapter for task kind {kind!r}; known: {sorted(ADAPTERS)}")
-    module, cls = ADAPTERS[kind].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve(ADAPTERS, kind, "no deploy adapter for task kind")
 
 
 def task_module(kind: str):

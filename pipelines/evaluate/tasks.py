@@ -13,7 +13,7 @@ Adding a task kind (clip classification of keyword audio, BEV segmentation): wri
 
 from __future__ import annotations
 
-import importlib
+from modalities.registry import resolve
 
 # student record "task" -> "module:class"
 TASKS: dict[str, str] = {
@@ -26,7 +26,4 @@ TASKS: dict[str, str] = {
 
 def evaluation_task(record_task: str, where: str):
     """The evaluation task class for a student record's ``task``; a ValueError naming the known ones otherwise."""
-    if record_task not in TASKS:
-        raise ValueError(f"{where}: no evaluation task for student task {record_task!r}; known: {sorted(TASKS)}")
-    module, cls = TASKS[record_task].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve(TASKS, record_task, f"{where}: no evaluation task for student task")

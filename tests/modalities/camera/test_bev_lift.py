@@ -4,7 +4,6 @@ lift against a direct bilinear loop, locality of the lift, ImageNet weights, ONN
 from __future__ import annotations
 
 import copy
-import io
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from modalities.bev_labels import BevGridSpec
 from modalities.camera.bev_lift import MIN_DEPTH_M, CameraBevNet, lift_features, lift_geometry
 from modalities.camera.calibration import pose_matrix, project_points
 from modalities.camera.teachers import EfficientNetLite0, efficientnet_lite0_weights_path, load_matching_weights
+from tests.modalities.onnx_parity import assert_onnx_export_matches
 
 # nuScenes-like original image; camera frame x right, y down, z forward; lidar x right, y forward, z up.
 WIDTH, HEIGHT = 1600, 900
@@ -271,21 +271,8 @@ def test_pretrained_backbone_is_the_truncated_imagenet_lite0():
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # Lite0's SAME padding reads static shapes
 def test_onnx_export_has_no_scatter_and_matches_torch(small_net):
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
     net = small_net
     inputs = _small_inputs(batch=1, seed=5)
-    names = ["images", "sample_grid", "valid"]
-    buf = io.BytesIO()
-    torch.onnx.export(net, inputs, buf, opset_version=17, dynamo=False, input_names=names, output_names=["bev"])
-    model = onnx.load_from_string(buf.getvalue())
-    onnx.checker.check_model(model)
-    ops = {n.op_type for n in model.graph.node}
-    assert not {op for op in ops if "Scatter" in op or op == "NonZero"}, ops
-    assert "GridSample" in ops
-    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
-    got = session.run(None, {k: v.numpy() for k, v in zip(names, inputs)})[0]
-    with torch.no_grad():
-        ref = net(*inputs).numpy()
-    assert got.shape == ref.shape == (1, 8, 32, 32)
-    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert_onnx_export_matches(net, inputs, ["images", "sample_grid", "valid"], "GridSample", (1, 8, 32, 32))

@@ -3,7 +3,6 @@ locality, masking, gradients, ONNX export (no Scatter ops, ORT parity)."""
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import torch
 from modalities.bev_labels import BevGridSpec
 from modalities.lidar.bev_net import NUM_POINT_FEATURES, PillarBevNet, PillarBevSpec, pillar_inputs
 from modalities.lidar.pillars import pillarize, scatter_to_bev
+from tests.modalities.onnx_parity import assert_onnx_export_matches
 
 # 32 x 32 cells of 0.5 m: small enough for fast tests, deep enough for the stride-4 stage.
 SMALL = PillarBevSpec(x_range_m=(-8.0, 8.0), y_range_m=(-8.0, 8.0), cell_size_m=0.5,
@@ -236,22 +236,10 @@ def test_rejects_out_of_range_cell_index():
 
 
 def test_onnx_export_has_no_scatter_and_matches_torch():
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
     torch.manual_seed(5)
     net = _calibrated(PillarBevNet(SMALL.ny, SMALL.nx, **SMALL_NET))
     inputs = _batch(pillar_inputs(*_random_cloud(300, seed=11), SMALL)[0])
-    buf = io.BytesIO()
-    names = ["pillar_points", "pillar_mask", "cell_index"]
-    torch.onnx.export(net, inputs, buf, opset_version=17, dynamo=False, input_names=names, output_names=["bev"])
-    model = onnx.load_from_string(buf.getvalue())
-    onnx.checker.check_model(model)
-    ops = {n.op_type for n in model.graph.node}
-    assert not {op for op in ops if "Scatter" in op or op == "NonZero"}, ops
-    assert "GatherElements" in ops
-    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
-    got = session.run(None, {k: v.numpy() for k, v in zip(names, inputs)})[0]
-    with torch.no_grad():
-        ref = net(*inputs).numpy()
-    assert got.shape == ref.shape == (1, 8, 32, 32)
-    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert_onnx_export_matches(net, inputs, ["pillar_points", "pillar_mask", "cell_index"], "GatherElements",
+                               (1, 8, 32, 32))
