@@ -101,7 +101,9 @@ class FeedsCalibrationReader(CalibrationDataReader):
         if self._next >= len(self.feeds):
             return None
         self._next += 1
-        return {k: v.astype(np.float32, copy=False) for k, v in self.feeds[self._next - 1].items()}
+        # Float inputs as float32 (the graph's I/O type); integer inputs (a gather index) keep their dtype.
+        return {k: v.astype(np.float32, copy=False) if np.issubdtype(v.dtype, np.floating) else v
+                for k, v in self.feeds[self._next - 1].items()}
 
     def rewind(self) -> None:
         self._next = 0

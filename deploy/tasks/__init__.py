@@ -25,6 +25,7 @@ ADAPTERS: dict[str, str] = {
     "point_segmentation": "deploy.tasks.point_segmentation:PointSegmentation",
     "keyword_spotting": "deploy.tasks.keyword_spotting:KeywordSpotting",
     "imu_activity": "deploy.tasks.imu_activity:ImuActivity",
+    "bev_segmentation": "deploy.tasks.bev_segmentation:BevSegmentation",
 }
 
 

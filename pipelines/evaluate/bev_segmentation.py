@@ -56,6 +56,7 @@ class BevSegmentationTask:
             raise ValueError(f"stage {ctx.name}: protocols {unsupported} are not implemented for BEV students "
                              "(task bev_features); use protocols: [linear_probe]")
         root = Path(ctx.inputs["dataset"])
+        self.root = root
         self.grid = read_grid(root / FOLDER)
         refs = list_scans(root, ctx.dataset.version, None)
         train_refs, test_refs = split_by_scene(refs, ctx.dataset.holdout_scenes)
@@ -110,6 +111,8 @@ class PreparedBevStudent:
         for init in ("distilled", "random"):
             net = _build(record, stage_dir, init, task.seed)
             _recalibrate_batchnorm(net, feeds["train"])
+            if init == "distilled":
+                self.distilled = net  # BatchNorm recalibrated: the backbone of the saved probe models
             rng = np.random.default_rng(task.seed)
             train = [_cells(net, f, y, task.centers, grid, rng, CELLS_PER_SCAN)
                      for f, (_, y) in zip(feeds["train"], task.train)]
@@ -125,6 +128,44 @@ class PreparedBevStudent:
 
     def test_features(self, init: str) -> tuple[torch.Tensor, torch.Tensor]:
         return self.features[init][1]
+
+    def save_probe(self, folder: Path, stage: str, head: nn.Linear, fraction: float, metric: float, idx) -> Path:
+        """The deployable BEV segmenter (the distilled student + the probe as a 1x1 convolution) and its sidecar.
+
+        The sidecar (task ``bev_segmentation``, :mod:`deploy.tasks.bev_segmentation`) lists the key frames to
+        calibrate INT8 on (the probe's labelled training scans) and to measure on (the held-out scenes), each a
+        lidar file and its BEV label image.
+        """
+        from safetensors.torch import save_file  # noqa: PLC0415
+
+        from modalities.fileio import atomic_write_json  # noqa: PLC0415
+
+        from .config import segmenter_name  # noqa: PLC0415
+
+        t = self.task
+        name = segmenter_name(stage, fraction)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {f"student.{k}": v for k, v in self.distilled.state_dict().items()}
+        state["classifier.weight"] = head.weight.detach()[:, :, None, None]
+        state["classifier.bias"] = head.bias.detach()
+        tmp = folder / f".{name}.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        tmp.replace(folder / f"{name}.safetensors")
+
+        def refs(pairs):
+            return [{"token": r.token, "lidar": str(Path(r.lidar_path).resolve()),
+                     "bev_labels": str(bev_label_path(t.root, r.token).resolve())} for r, _ in pairs]
+
+        atomic_write_json(folder / f"{name}.json", {
+            "format": 2, "task": "bev_segmentation", "distill_stage": stage, "student_record": self.record,
+            "label_fraction": fraction, "student": self.record["kind"], "student_kwargs": self.record["kwargs"],
+            "num_classes": t.num_classes, "classes": list(BEV_CLASSES),
+            "metric_heldout": {"name": "miou", "value": metric}, "weights": f"{name}.safetensors",
+            "state_dict_layout": "student.* = the BEV student, classifier.* = Conv2d(feature_dim, num_classes, 1)",
+            "input": self.record["input"], "label_grid": t.grid.to_dict(),
+            "calibration_samples": refs([t.train[i] for i in idx]), "heldout_samples": refs(t.test),
+        })
+        return folder / f"{name}.safetensors"
 
 
 def _build(record: dict, stage_dir: Path, init: str, seed: int) -> nn.Module:

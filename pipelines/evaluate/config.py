@@ -58,8 +58,12 @@ class EvaluateConfig(StageConfig):
 
     def saved_models(self, pipeline: "PipelineConfig") -> dict[str, str]:
         """Fine-tuned segmenters this stage saves: name -> student kind (``slidr_range_10pct`` -> ``range_net``)."""
-        return {segmenter_name(s, f): pipeline.stage_config(s).student_kind()
-                for s in self.students for f in self.finetune_fractions()}
+        saved = {segmenter_name(s, f): pipeline.stage_config(s).student_kind()
+                 for s in self.students for f in self.finetune_fractions()}
+        if "linear_probe" in self.protocols:  # BEV students deploy as the frozen student + its linear probe
+            saved |= {segmenter_name(s, f): pipeline.stage_config(s).student_kind() for s in self.students
+                      if pipeline.stage_config(s).student_kind() in PROBE_DEPLOYED_STUDENTS for f in self.label_fractions}
+        return saved
 
     def finetune_fractions(self) -> list[float]:
         """The label fractions at which the fine-tune protocol runs (and saves a segmenter)."""
@@ -67,6 +71,10 @@ class EvaluateConfig(StageConfig):
             return []
         wanted = self.finetune_label_fractions
         return [f for f in self.label_fractions if wanted is None or f in wanted]
+
+
+# Students whose deployable model is saved by the linear-probe protocol (the BEV task's save_probe).
+PROBE_DEPLOYED_STUDENTS = ("pillar_bev", "camera_bev")
 
 
 def segmenter_name(distill_stage: str, label_fraction: float) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from modalities.fileio import atomic_write_json
 from modalities.segmentation_metrics import confusion_matrix, iou_per_class
@@ -22,7 +23,7 @@ from modalities.segmentation_metrics import confusion_matrix, iou_per_class
 from ..runner import StageContext, StageResult
 from ..student_record import read_student_record
 from .config import EvaluateConfig
-from .protocols import linear_probe_scores, paired_comparison, svm_scores, top_k_accuracy
+from .protocols import fit_linear_probe, paired_comparison, svm_scores, top_k_accuracy
 from .tasks import evaluation_task
 
 
@@ -68,9 +69,16 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                                 scores = svm_scores(student.labeled_features(init, labeled_idx), test_x, C,
                                                     cfg.svm_c, seed)
                             else:
-                                scores = linear_probe_scores(student.labeled_features(init, labeled_idx), test_x, C,
-                                                             cfg.probe_steps, cfg.probe_lr, seed)
+                                head = fit_linear_probe(*student.labeled_features(init, labeled_idx), C,
+                                                        cfg.probe_steps, cfg.probe_lr, seed)
+                                with torch.no_grad():
+                                    scores = head(test_x).numpy()
                             conf = confusion_matrix(scores.argmax(1), test_y.numpy(), C)
+                            # A task whose deployable model is the frozen student + its probe (BEV) saves it here.
+                            if (protocol == "linear_probe" and init == "distilled" and r == 0
+                                    and hasattr(student, "save_probe")):
+                                student.save_probe(ctx.stage_dir / "models", stage, head, fraction, task.score(conf),
+                                                   labeled_idx)
                             if top_k:
                                 metric_k[init].append(top_k_accuracy(scores, test_y.numpy(), top_k))
                         else:

@@ -55,5 +55,16 @@ def test_calico_tiny_pipeline(tmp_path):
         d = [r["miou"] for r in runs if r["student"] == s and r["init"] == "distilled"]
         r_ = [r["miou"] for r in runs if r["student"] == s and r["init"] == "random"]
         assert d != r_
+    # The saved probe models: the lidar one deploys (ONNX parity, the held-out mIoU of the PyTorch probe).
+    side = json.loads((run_dir / "evaluate" / "models" / "prc_100pct.json").read_text())
+    assert side["task"] == "bev_segmentation" and len(side["heldout_samples"]) == 3
+    assert (run_dir / "evaluate" / "models" / "rad_100pct.safetensors").is_file()
+    dep = report["deploy"]["metrics"]
+    assert dep["model"] == "prc_100pct" and dep["parity_max_rel_err"] < 1e-4
+    # Same network, same cells: the bundle's fp32 mIoU is the evaluate stage's distilled run-0 mIoU at 100%.
+    run0 = next(r["miou"] for r in results["runs"] if r["student"] == "prc" and r["init"] == "distilled"
+                and r["label_fraction"] == 1.0 and r["run"] == 0)
+    assert abs(dep["miou_fp32"] - run0) < 0.5 and abs(side["metric_heldout"]["value"] - run0) < 1e-9
+    assert {"miou_fp16", "miou_int8"} <= set(dep)
     md = (run_dir / "report.md").read_text()
     assert "BEV cell-wise mIoU" in md and "prc/loss_curve.png" in md and "rad/loss_curve.png" in md
