@@ -50,6 +50,14 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def atomic_save_npy(path: str | Path, array) -> None:
+    """Write one numpy array as ``.npy`` atomically (no pickled objects)."""
+    import numpy as np  # noqa: PLC0415
+
+    with atomic_open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

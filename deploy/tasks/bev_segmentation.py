@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from modalities.bev_labels import IGNORE_ID, BevGridSpec, read_bev_labels
-from modalities.fileio import atomic_write_bytes
+from modalities.fileio import atomic_save_npy, atomic_write_bytes
 from modalities.lidar.bev_spec import NUM_POINT_FEATURES, PillarBevSpec, pillar_inputs
 from modalities.lidar.io import read_points
 from modalities.segmentation_metrics import confusion_matrix, mean_iou
@@ -44,12 +44,6 @@ DEPLOYED_GRAPH = "pillar encoder -> gather to the BEV grid -> BEV CNN -> Conv1x1
 # PNG colours of the six BEV classes (modalities.bev_labels.BEV_CLASSES order).
 PALETTE = np.array([[128, 64, 128], [244, 35, 232], [107, 142, 35], [0, 0, 142], [220, 20, 60], [190, 153, 153]],
                    np.uint8)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _save_png(path: Path, labels: np.ndarray) -> None:
@@ -101,7 +95,7 @@ class BevSegmentation(TaskAdapter):
         folder = Path(out_dir) if out_dir else source.parent
         folder.mkdir(parents=True, exist_ok=True)
         dest = folder / f"{stem}.bev.npy"
-        _save_npy(dest, result)
+        atomic_save_npy(dest, result)
         _save_png(folder / f"{stem}.bev.png", result)
         return dest
 

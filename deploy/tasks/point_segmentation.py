@@ -18,7 +18,6 @@ Metric: per-point mIoU (%) over the bundle's held-out scans, points without a pi
 
 from __future__ import annotations
 
-import io
 import logging
 import shutil
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modalities.fileio import atomic_write_bytes
+from modalities.fileio import atomic_save_npy
 from modalities.lidar.io import PointCloud, read_points
 from modalities.lidar.range_spec import RangeImageSpec, project_checked
 from modalities.lidar.range_view import RangeInput
@@ -61,12 +60,6 @@ def labels_path(out_dir: Path, scan: Path) -> Path:
             name = name[: -len(suffix)]
             break
     return out_dir / f"{name}.labels.npy"
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 class PointSegmentation(TaskAdapter):
@@ -107,7 +100,7 @@ class PointSegmentation(TaskAdapter):
     def write(self, result: np.ndarray, source: Path, out_dir: Path | None) -> Path:
         dest = labels_path(Path(out_dir) if out_dir else Path(source).parent, Path(source))
         dest.parent.mkdir(parents=True, exist_ok=True)
-        save_npy(dest, result)
+        atomic_save_npy(dest, result)
         log.info("%s: %d points, %d without a pixel -> %s", Path(source).name, len(result),
                  int((result == self.unknown_label).sum()), dest)
         return dest
@@ -186,7 +179,7 @@ def write_samples(folder: Path, sidecar: dict, split: str, max_samples: int | No
         scan_rel, labels_rel = f"data/{split}/{ref['token']}{suffix}", f"data/{split}/{ref['token']}.labels.npy"
         shutil.copyfile(src, folder / scan_rel)
         n = len(read_points(folder / scan_rel))
-        save_npy(folder / labels_rel, lidarseg_to_16(load_lidarseg(Path(ref["lidarseg"]), num_points=n)).astype(np.uint8))
+        atomic_save_npy(folder / labels_rel, lidarseg_to_16(load_lidarseg(Path(ref["lidarseg"]), num_points=n)).astype(np.uint8))
         out.append({"token": ref["token"], "input": scan_rel, "target": labels_rel})
     return out
 

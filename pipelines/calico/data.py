@@ -114,9 +114,9 @@ def sample_points(region: np.ndarray, candidate: np.ndarray, inside: int, outsid
 # --------------------------------------------------------------------------- camera student inputs
 
 
-def camera_views(scan: CalicoScan, channels: list[str] | tuple[str, ...]) -> list[CameraView] | None:
-    """The scan's cameras in the order of ``channels``; None when one is missing."""
-    by_channel = {c.channel: c for c in scan.cameras}
+def camera_views(cameras: tuple[CameraView, ...], channels: list[str] | tuple[str, ...]) -> list[CameraView] | None:
+    """A key frame's ``cameras`` in the order of ``channels``; None when one is missing."""
+    by_channel = {c.channel: c for c in cameras}
     if any(ch not in by_channel for ch in channels):
         return None
     return [by_channel[ch] for ch in channels]
@@ -162,7 +162,7 @@ def student_feeds(kind: str, input_spec: dict, lidar_path: str | Path, cameras: 
 
         return pillar_inputs(*read_points(lidar_path), PillarBevSpec.from_dict(input_spec))[0]
     if kind == "camera_bev":
-        views = camera_views(CalicoScan("", "", Path(lidar_path), Path(), cameras), input_spec["cameras"])
+        views = camera_views(cameras, input_spec["cameras"])
         if views is None:
             raise DataError(lidar_path, f"{where}: the key frame lacks one of the cameras {input_spec['cameras']} "
                                         f"(it has {[c.channel for c in cameras]})")

@@ -184,7 +184,7 @@ def run_rad(ctx: StageContext) -> StageResult:
     rng = np.random.default_rng(ctx.seed)
     xy, region, target, offsets, views = [], [], [], [0], []
     for scan in split.train:
-        cams = camera_views(scan, cfg.student.cameras)
+        cams = camera_views(scan.cameras, cfg.student.cameras)
         if cams is None:
             skipped["missing_camera"] = skipped.get("missing_camera", 0) + 1
             ctx.log.warning("skipped %s: it lacks one of the cameras %s", scan.token, cfg.student.cameras)

@@ -32,6 +32,7 @@ from modalities.segmentation_metrics import mean_iou
 from ..calico.data import student_feeds
 from ..slidr.data import list_scans, split_by_scene
 from .config import EvaluateConfig
+from .protocols import precise_batchnorm
 
 CELLS_PER_SCAN = 4096
 
@@ -110,7 +111,7 @@ class PreparedBevStudent:
         self.features = {}
         for init in ("distilled", "random"):
             net = _build(record, stage_dir, init, task.seed)
-            _recalibrate_batchnorm(net, feeds["train"])
+            precise_batchnorm(net, feeds["train"], call=lambda m, f: m(**_batched(f)))  # both inits
             if init == "distilled":
                 self.distilled = net  # BatchNorm recalibrated: the backbone of the saved probe models
             rng = np.random.default_rng(task.seed)
@@ -169,32 +170,19 @@ class PreparedBevStudent:
 
 
 def _build(record: dict, stage_dir: Path, init: str, seed: int) -> nn.Module:
-    from safetensors.torch import load_file  # noqa: PLC0415
-
+    """The distilled student (its weights) or the same network from a seeded random init (the constructor's)."""
     from modalities.bev_students import build_bev_student  # noqa: PLC0415
 
-    torch.manual_seed(seed)
-    net = build_bev_student(record["kind"], record["kwargs"])
+    from ..calico.rad import load_bev_student  # noqa: PLC0415
+
     if init == "distilled":
-        net.load_state_dict(load_file(str(Path(stage_dir) / record["weights"])))
-    return net
+        return load_bev_student(record, stage_dir)
+    torch.manual_seed(seed)
+    return build_bev_student(record["kind"], record["kwargs"])
 
 
 def _batched(feeds: dict) -> dict:
     return {k: torch.from_numpy(v)[None] for k, v in feeds.items()}
-
-
-@torch.no_grad()
-def _recalibrate_batchnorm(net: nn.Module, feeds: list[dict]) -> None:
-    """BatchNorm statistics = their exact average over the training scans, for both inits ("precise BN")."""
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average
-    net.train()
-    for f in feeds:
-        net(**_batched(f))
-    net.eval()
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from modalities.segmentation_metrics import confusion_matrix
 
 from ..audio.data import ViewParams, eval_input, load_splits, make_view, read_log_mels
 from .config import EvaluateConfig, segmenter_name
-from .protocols import fit_linear_probe, warmup_cosine
+from .protocols import fit_linear_probe, precise_batchnorm, warmup_cosine
 
 
 def accuracy(conf: np.ndarray) -> float:
@@ -109,16 +109,7 @@ class ClipClassificationTask:
 @torch.no_grad()
 def recalibrate_batchnorm(net: torch.nn.Module, x: torch.Tensor, batch: int) -> None:
     """BatchNorm running statistics re-estimated on ``x`` (cumulative average), no labels; eval mode after."""
-    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    net.train()
-    for i in range(0, len(x), batch):
-        net(x[i:i + batch])
-    for m in bns:
-        m.momentum = 0.1
-    net.eval()
+    precise_batchnorm(net, (x[i:i + batch] for i in range(0, len(x), batch)), momentum_after=0.1)
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ from ..slidr.augment import rotate_flip_z
 from ..slidr.data import ScanRef
 from ..student_inputs import PointFeatureNet, StudentInput, make_student_input, point_features
 from .lovasz import lovasz_softmax
-from .protocols import warmup_cosine
+from .protocols import precise_batchnorm, warmup_cosine
 
 
 @dataclass
@@ -136,14 +136,7 @@ def recalibrate_batchnorm(model: nn.Module, scans: list[LabeledScan], spec: Stud
     averages are still far from the statistics the weights were trained with; evaluating
     with them measures the BN lag, not the features ("precise BN", Wu & Johnson 2021).
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average
-    model.train()
-    for group in _batches(scans, batch_scans):
-        model(spec.batch(group))
-    model.eval()
+    precise_batchnorm(model, (spec.batch(group) for group in _batches(scans, batch_scans)))
 
 
 def recalibrate_student_batchnorm(student: nn.Module, scans: list[LabeledScan], spec: StudentSpec,

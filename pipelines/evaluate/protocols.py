@@ -60,6 +60,29 @@ def fit_linear_probe(
     return folded
 
 
+@torch.no_grad()
+def precise_batchnorm(model: nn.Module, batches, call=None, momentum_after: float | None = None) -> None:
+    """Replace BatchNorm running statistics by their exact (cumulative) average over ``batches``; eval mode after.
+
+    With a handful of labelled samples the exponential running averages are far from the statistics
+    the weights were trained with; evaluating with them measures the BN lag, not the features
+    ("precise BN", Wu & Johnson 2021). No labels are used. ``call(model, batch)`` runs one batch
+    (default ``model(batch)``); ``momentum_after`` restores an exponential momentum afterwards
+    (None keeps the cumulative average).
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average
+    model.train()
+    for batch in batches:
+        model(batch) if call is None else call(model, batch)
+    if momentum_after is not None:
+        for bn in bns:
+            bn.momentum = momentum_after
+    model.eval()
+
+
 def linear_probe(
     train: tuple[torch.Tensor, torch.Tensor],
     test: tuple[torch.Tensor, torch.Tensor],
@@ -73,14 +96,6 @@ def linear_probe(
     with torch.no_grad():
         pred = clf(test[0]).argmax(1)
     return confusion_matrix(pred.numpy(), test[1].numpy(), num_classes)
-
-
-def linear_probe_scores(train: tuple[torch.Tensor, torch.Tensor], test_x: torch.Tensor, num_classes: int,
-                        steps: int, lr: float, seed: int) -> np.ndarray:
-    """A linear classifier on frozen features; its class scores (N_test, C) on ``test_x``."""
-    clf = fit_linear_probe(*train, num_classes, steps, lr, seed)
-    with torch.no_grad():
-        return clf(test_x).numpy()
 
 
 def svm_scores(train: tuple[torch.Tensor, torch.Tensor], test_x: torch.Tensor, num_classes: int, C: float = 1.0,
