@@ -30,9 +30,9 @@ PyTorch eager (one torch thread, ``inference_mode``) is timed for reference.
    row per ``--image-hw`` (default 128x224, what ``configs/calico.yaml`` trains, and 176x320, the config's
    default):
 
-   - ``images``: :func:`pipelines.calico.data.read_resized` of the 6 JPEGs (decode + bilinear resize) stacked
+   - ``images``: :func:`modalities.camera.bev_inputs.read_resized` of the 6 JPEGs (decode + bilinear resize) stacked
      to the network's (6, 3, H, W) float32 in [0, 1], as :func:`pipelines.calico.data.camera_inputs` does;
-   - ``lift_geometry``: :func:`modalities.camera.bev_lift.lift_geometry` of the 6 cameras' calibration;
+   - ``lift_geometry``: :func:`modalities.camera.bev_inputs.lift_geometry` of the 6 cameras' calibration;
    - ``pre-processing, geometry per frame``: :func:`~pipelines.calico.data.camera_inputs` (images + geometry,
      what the pipeline does: the lidar-to-camera transforms change slightly from frame to frame);
      ``pre-processing, geometry cached`` is the ``images`` stage (a robot with a fixed rig computes the
@@ -78,11 +78,12 @@ from benchmarks._common import (ORT_INTRA_OP_THREADS, header_line, latency_rows,
 from deploy.bench import count_params_macs  # noqa: E402
 from deploy.export import export_onnx  # noqa: E402
 from deploy.runtime import OrtEngine  # noqa: E402
-from modalities.camera.bev_lift import CameraBevNet, lift_geometry  # noqa: E402
+from modalities.camera.bev_inputs import lift_geometry, read_resized  # noqa: E402
+from modalities.camera.bev_lift import CameraBevNet  # noqa: E402
 from modalities.lidar.bev_net import PillarBevNet, PillarBevSpec, pillar_inputs  # noqa: E402
 from modalities.nuscenes_tables import NuScenesTables  # noqa: E402
 from pipelines.calico.config import BevGridConfig, CameraNetConfig, PillarNetConfig  # noqa: E402
-from pipelines.calico.data import camera_inputs, read_points, read_resized  # noqa: E402
+from pipelines.calico.data import camera_inputs, read_points  # noqa: E402
 
 THREADS = {"1 thread": 1, "default threads": None}  # OrtEngine threads of each ORT_INTRA_OP_THREADS setting
 assert set(THREADS) == set(ORT_INTRA_OP_THREADS)
@@ -283,7 +284,7 @@ def time_camera(frames: list, image_hw: tuple[int, int], tmp: Path, iters: int, 
     diff = float(np.abs(eng["1 thread"].run(feeds[0])["bev"] - ref).max())
 
     def images(vs) -> np.ndarray:  # camera_inputs' image half
-        x = np.stack([read_resized(v.image_path, image_hw) for v in vs]).astype(np.float32) / 255.0
+        x = np.stack([read_resized(v.image_path, image_hw)[0] for v in vs]).astype(np.float32) / 255.0
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     next_views, next_cams, next_feeds = cycler(views), cycler(cams), cycler(feeds)

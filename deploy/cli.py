@@ -139,7 +139,7 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser(
         "infer", formatter_class=HelpFormatter,
         help="run a bundle on raw files (lidar scans -> per-point labels; audio clips -> top-k keywords; "
-        "IMU recordings -> activity per 5 s window)",
+        "IMU recordings -> activity per 5 s window; scans or camera frames -> BEV classes)",
         description="Verify the bundle's hashes, pre-process each file with the bundle's task adapter, run TensorRT "
         "if available else ONNX Runtime, and write the result; prints one line per file (the written file, after "
         "a summary where the task has one). Point segmentation: scans in .pcd.bin (nuScenes, "
@@ -151,9 +151,12 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
         "as the bundle's input spec names and scales them) or .npy recordings, resampled and cut into the model's "
         "non-overlapping windows (those with a sensor gap are skipped and counted); prints the number of windows and "
         "the majority activity and writes <stem>.activity.json (top-k per window) and <stem>.activity.csv "
-        "(start_s,end_s,label,score).")
+        "(start_s,end_s,label,score). BEV segmentation: lidar scans (as above) for a lidar BEV bundle, "
+        "<name>.frame.json camera frames (each camera's image, K and T_cam_from_lidar; format in "
+        "modalities/camera/bev_inputs.py) for a camera BEV bundle; writes <stem>.bev.npy (uint8 class per BEV cell, "
+        "row iy, column ix) and a coloured <stem>.bev.png.")
     i.add_argument("bundle", type=Path, help="bundle folder")
-    i.add_argument("inputs", nargs="+", help="input files (lidar scans, audio clips, IMU recordings)")
+    i.add_argument("inputs", nargs="+", help="input files (lidar scans, audio clips, IMU recordings, camera frame files)")
     i.add_argument("--out", type=Path, help="folder for the result files (default: next to each input)")
     i.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="model of the bundle to run")
     i.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"],

@@ -15,12 +15,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DEPLOYABLE_STUDENTS = ("range_net", "ds_cnn", "imu_cnn", "imu_transformer", "pillar_bev")
+DEPLOYABLE_STUDENTS = ("range_net", "ds_cnn", "imu_cnn", "imu_transformer", "pillar_bev", "camera_bev")
 NOT_DEPLOYABLE = {
     "sparse_unet": "the sparse_unet student runs on spconv, which has no ONNX/TensorRT export (and NVIDIA's "
     "libspconv lacks inverse convolution and concat); distill a range_net student (slidr_range) to deploy",
-    "camera_bev": "the camera BEV student has no deploy adapter yet (its multi-camera frame input is not built); "
-    "deploy the CALICO lidar student (pillar_bev)",
 }
 REQUIRED_SIDECAR_FIELDS = ("format", "task", "student", "student_kwargs", "num_classes", "classes", "weights", "input")
 # (calibration, held-out) sample lists: one of these pairs must be present.

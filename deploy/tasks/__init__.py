@@ -26,6 +26,7 @@ ADAPTERS: dict[str, str] = {
     "keyword_spotting": "deploy.tasks.keyword_spotting:KeywordSpotting",
     "imu_activity": "deploy.tasks.imu_activity:ImuActivity",
     "bev_segmentation": "deploy.tasks.bev_segmentation:BevSegmentation",
+    "camera_bev_segmentation": "deploy.tasks.camera_bev_segmentation:CameraBevSegmentation",
 }
 
 

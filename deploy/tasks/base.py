@@ -31,6 +31,7 @@ class TaskAdapter(ABC):
 
     kind: str = ""
     sample_noun: str = "sample"  # what one input is called in reports ("scan", "clip")
+    int8_calibration: str = "minmax"  # activation ranges of INT8 (deploy.quantize.CALIBRATION_METHODS)
 
     def __init__(self, metadata: dict, bundle_dir: Path | None = None):
         self.meta = metadata

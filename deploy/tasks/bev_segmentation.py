@@ -13,7 +13,8 @@ pre-computed index, the BEV CNN) plus the linear probe as a 1x1 convolution. Met
 mIoU (%) over the bundle's held-out key frames against their BEV label images
 (:mod:`modalities.bev_labels`), on the label cells that fall in the student's grid (both grids
 are in the LIDAR_TOP frame; a label cell takes the student cell containing its centre).
-The camera student's adapter is not built.
+:class:`BevSegmenterAdapter` (outputs, PNG, metric) and the export helpers here also serve the
+camera student's adapter, :mod:`deploy.tasks.camera_bev_segmentation`.
 """
 
 from __future__ import annotations
@@ -55,43 +56,38 @@ def _save_png(path: Path, labels: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def cells_in_grid(label_grid: BevGridSpec, spec: PillarBevSpec) -> tuple[np.ndarray, np.ndarray]:
-    """(label cell indices (flat), the student cell (flat) holding each one's centre) for label cells inside the grid."""
+def cells_in_grid(label_grid: BevGridSpec, grid: BevGridSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(label cell indices (flat), the student cell (flat) holding each one's centre) for label cells inside ``grid``."""
     centers = label_grid.cell_centers_lidar().reshape(-1, 2)
-    ix, iy, inside = spec.grid.cell_of(centers)
-    return np.flatnonzero(inside), (iy * spec.nx + ix)[inside]
+    ix, iy, inside = grid.cell_of(centers)
+    return np.flatnonzero(inside), (iy * grid.nx + ix)[inside]
 
 
-class BevSegmentation(TaskAdapter):
-    """BEV semantic segmentation of lidar scans through the pillar BEV network."""
+class BevSegmenterAdapter(TaskAdapter):
+    """What the BEV segmentation adapters share: one class per BEV cell out, the PNG, the cell-wise mIoU.
 
-    kind = KIND
-    sample_noun = "scan"
+    Subclasses set :attr:`kind`, :attr:`input_suffixes` (stripped from an input's name for the output's stem) and
+    :attr:`grid` (the student's BEV grid, a :class:`~modalities.bev_labels.BevGridSpec`) and implement ``read`` and
+    ``preprocess``.
+    """
+
+    input_suffixes: tuple[str, ...] = ()
+    grid: BevGridSpec
+    # Plain MinMax over 16 scans cost the lidar BEV bundle 2.6 mIoU, the moving average 0.8 (benchmarks/int8_calibration.py).
+    int8_calibration = "minmax_moving_average"
 
     def __init__(self, metadata: dict, bundle_dir: Path | None = None):
         super().__init__(metadata, bundle_dir)
-        self.spec = PillarBevSpec.from_dict(metadata["task"]["input"])
         self.label_grid = BevGridSpec.from_dict(metadata["task"]["label_grid"])
         self.num_classes = int(metadata["model"]["num_classes"])
         self.classes = list(metadata["model"]["classes"])
 
-    def read(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"scan file not found: {path}")
-        cloud = read_points(path)
-        return cloud.points_xyz.astype(np.float32), cloud.unit_intensity().astype(np.float32)
-
-    def preprocess(self, raw: tuple[np.ndarray, np.ndarray]) -> tuple[Feeds, dict]:
-        feeds, stats = pillar_inputs(raw[0], raw[1], self.spec)
-        return {k: v[None] for k, v in feeds.items()}, stats
-
-    def postprocess(self, outputs: Feeds, state: dict) -> np.ndarray:
+    def postprocess(self, outputs: Feeds, state) -> np.ndarray:
         return outputs[OUTPUT_NAME][0].argmax(axis=0).astype(np.uint8)
 
     def write(self, result: np.ndarray, source: Path, out_dir: Path | None) -> Path:
         source = Path(source)
-        stem = next((source.name[: -len(s)] for s in SCAN_SUFFIXES if source.name.endswith(s)), source.stem)
+        stem = next((source.name[: -len(s)] for s in self.input_suffixes if source.name.endswith(s)), source.stem)
         folder = Path(out_dir) if out_dir else source.parent
         folder.mkdir(parents=True, exist_ok=True)
         dest = folder / f"{stem}.bev.npy"
@@ -111,7 +107,7 @@ class BevSegmentation(TaskAdapter):
         """Cell-wise mIoU (%) of ``run`` on ``samples``: the labelled label cells inside the student's grid."""
         K = self.num_classes
         conf = np.zeros((K, K), np.int64)
-        label_cells, student_cells = cells_in_grid(self.label_grid, self.spec)
+        label_cells, student_cells = cells_in_grid(self.label_grid, self.grid)
         cells = 0
         for s in samples:
             feeds, state = self.preprocess(self.read(s.path))
@@ -124,15 +120,43 @@ class BevSegmentation(TaskAdapter):
                 "samples": len(samples), "confusion": conf.tolist()}
 
 
+class BevSegmentation(BevSegmenterAdapter):
+    """BEV semantic segmentation of lidar scans through the pillar BEV network."""
+
+    kind = KIND
+    sample_noun = "scan"
+    input_suffixes = SCAN_SUFFIXES
+
+    def __init__(self, metadata: dict, bundle_dir: Path | None = None):
+        super().__init__(metadata, bundle_dir)
+        self.spec = PillarBevSpec.from_dict(metadata["task"]["input"])
+        self.grid = self.spec.grid
+
+    def read(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"scan file not found: {path}")
+        cloud = read_points(path)
+        return cloud.points_xyz.astype(np.float32), cloud.unit_intensity().astype(np.float32)
+
+    def preprocess(self, raw: tuple[np.ndarray, np.ndarray]) -> tuple[Feeds, dict]:
+        feeds, stats = pillar_inputs(raw[0], raw[1], self.spec)
+        return {k: v[None] for k, v in feeds.items()}, stats
+
+
 # ----------------------------------------------------------------------------- export side
 
 
-def task_metadata(sidecar: dict) -> dict:
-    """``metadata.json`` ``task`` section of a BEV model's sidecar."""
-    spec = PillarBevSpec.from_dict(sidecar["input"])
-    return {"kind": KIND, "input": spec.to_dict(), "label_grid": BevGridSpec.from_dict(sidecar["label_grid"]).to_dict(),
+def bev_task_metadata(kind: str, input_spec: dict, sidecar: dict) -> dict:
+    """``metadata.json`` ``task`` section of a BEV segmenter (either student) with its input spec's dict."""
+    return {"kind": kind, "input": input_spec, "label_grid": BevGridSpec.from_dict(sidecar["label_grid"]).to_dict(),
             "classes": list(sidecar["classes"]),
             "postprocessing": "class of a cell = argmax of its logits; grid row iy, column ix in the lidar frame"}
+
+
+def task_metadata(sidecar: dict) -> dict:
+    """``metadata.json`` ``task`` section of a lidar BEV model's sidecar."""
+    return bev_task_metadata(KIND, PillarBevSpec.from_dict(sidecar["input"]).to_dict(), sidecar)
 
 
 def describe_input(task: dict) -> str:
@@ -162,20 +186,31 @@ def write_samples(folder: Path, sidecar: dict, split: str, max_samples: int | No
     dest.mkdir(parents=True, exist_ok=True)
     out = []
     for ref in refs:
-        src, labels = Path(ref["lidar"]), Path(ref["bev_labels"])
-        for path, what in ((src, "scan"), (labels, "BEV label image")):
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: {what} named by the model's sidecar ({split}) is missing")
+        src = sidecar_file(ref["lidar"], "scan", split)
         suffix = next((s for s in SCAN_SUFFIXES if src.name.endswith(s)), src.suffix)
-        scan_rel, labels_rel = f"data/{split}/{ref['token']}{suffix}", f"data/{split}/{ref['token']}.bev.png"
+        scan_rel = f"data/{split}/{ref['token']}{suffix}"
         shutil.copyfile(src, folder / scan_rel)
-        shutil.copyfile(labels, folder / labels_rel)
-        out.append({"token": ref["token"], "input": scan_rel, "target": labels_rel})
+        out.append({"token": ref["token"], "input": scan_rel, "target": copy_labels(folder, ref, split)})
     return out
 
 
-def torch_module(weights: Path, meta: dict):
-    """The deployed graph as a PyTorch module (eval mode): student + Conv1x1 classifier, from the bundle's weights."""
+def sidecar_file(path: str, what: str, split: str) -> Path:
+    """``path`` named by a model sidecar, checked to exist (the error names it and the split)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: {what} named by the model's sidecar ({split}) is missing")
+    return Path(path)
+
+
+def copy_labels(folder: Path, ref: dict, split: str) -> str:
+    """Copy a sample's BEV label image into the bundle; its path relative to ``folder``."""
+    rel = f"data/{split}/{ref['token']}.bev.png"
+    shutil.copyfile(sidecar_file(ref["bev_labels"], "BEV label image", split), folder / rel)
+    return rel
+
+
+def bev_segmenter_module(weights: Path, meta: dict, **student_overrides):
+    """The deployed graph of a BEV segmenter as a PyTorch module (eval mode): the student + the Conv1x1 classifier,
+    from the bundle's weights; ``forward`` takes the student's inputs in order."""
     import torch  # noqa: PLC0415
     from safetensors.torch import load_file  # noqa: PLC0415
 
@@ -187,11 +222,15 @@ def torch_module(weights: Path, meta: dict):
             self.student = student
             self.classifier = torch.nn.Conv2d(student.feature_dim, num_classes, 1)
 
-        def forward(self, pillar_points, pillar_mask, cell_index):
-            return self.classifier(self.student(pillar_points, pillar_mask, cell_index))
+        def forward(self, *inputs):
+            return self.classifier(self.student(*inputs))
 
-    model = BevSegmenter(build_bev_student(meta["model"]["student"], meta["model"]["student_kwargs"]),
-                         int(meta["model"]["num_classes"]))
+    student = build_bev_student(meta["model"]["student"], {**meta["model"]["student_kwargs"], **student_overrides})
+    model = BevSegmenter(student, int(meta["model"]["num_classes"]))
     model.load_state_dict(load_file(str(weights)))
     return model.eval()
 
+
+def torch_module(weights: Path, meta: dict):
+    """The deployed graph (pillar student + classifier) as a PyTorch module, from the bundle's weights."""
+    return bev_segmenter_module(weights, meta)

@@ -6,7 +6,8 @@ every BEV cell centre, at a few fixed heights, is projected into every camera an
 features are sampled there, with no depth estimate. It is the parameter-free end of the
 lift-splat family (Philion & Fidler, "Lift, Splat, Shoot", ECCV 2020, which predicts a depth
 distribution per pixel instead); the geometry depends only on the calibration, so it is
-computed once in numpy (:func:`lift_geometry`) and fed to the network as two tensors::
+computed once in numpy (:func:`modalities.camera.bev_inputs.lift_geometry`, numpy only, so the robot's
+runtime computes it too) and fed to the network as two tensors::
 
     images (B, n, 3, H, W) in [0, 1] -> normalise ((255 x - 127) / 128) -> EfficientNet-Lite0
         stem + blocks 0..10 -> block 4 (40 ch, stride 8) and block 10 (112 ch, stride 16)
@@ -44,15 +45,12 @@ ScatterND, no NonZero. TensorRT supports 4-D GridSample since 8.5.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalities.bev_labels import BevGridSpec
-from modalities.camera.calibration import check_intrinsics, project_points
+from modalities.camera.bev_inputs import IMAGE_MULTIPLE, MIN_DEPTH_M, lift_geometry  # noqa: F401 (re-exported)
 from modalities.camera.teachers import (
     EFFICIENTNET_LITE_MEAN,
     EFFICIENTNET_LITE_STD,
@@ -62,67 +60,9 @@ from modalities.camera.teachers import (
 )
 from modalities.lidar.bev_net import BevCnn, conv_bn_relu
 
-MIN_DEPTH_M = 0.5  # a BEV point closer to the camera plane than this is not seen by it
-IMAGE_MULTIPLE = 16  # H and W must be multiples of the deepest feature stride used
 # Lite0 blocks whose outputs are lifted: block 4 ends stride 8 (40 ch), block 10 ends stride 16 (112 ch).
 LIFT_BLOCKS = (4, 10)
 LIFT_CHANNELS_IN = (40, 112)
-
-
-def lift_geometry(
-    cameras: Sequence[tuple[np.ndarray, np.ndarray, int, int]],
-    grid: BevGridSpec,
-    image_hw: tuple[int, int],
-    heights_m: Sequence[float],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Where every BEV cell centre, at every height, falls in every camera; numpy only.
-
-    Args:
-        cameras: per camera (K (3, 3), T_cam_from_lidar (4, 4), width, height) of the
-            ORIGINAL image (``nuscenes_tables.CameraView``: K, T_cam_from_lidar, width, height).
-        grid: the BEV grid (cell centres from ``grid.cell_centers_lidar()``).
-        image_hw: (H, W) the network's input size; every image is resized to it edge to edge
-            (see the module docstring). The result does not depend on it under that resize;
-            it is checked (positive, multiples of ``IMAGE_MULTIPLE``) so that a geometry is
-            never paired with a size the network rejects.
-        heights_m: the Z sampling heights, lidar-frame z in metres (LIDAR_TOP is ~1.8 m
-            above the road in nuScenes: e.g. (-1.5, -0.5, 0.5)).
-
-    Returns:
-        sample_grid: (n_cams, Z*ny, nx, 2) float32 ``F.grid_sample`` coordinates (x, y) for
-            ``align_corners=False``, row z*ny + iy, column ix; ``x = 2 (u + 0.5) / width - 1``
-            with u the projected pixel of the original image (likewise y with v, height);
-            0 where not valid.
-        valid: (n_cams, Z, ny, nx) float32, 1 where the point is more than ``MIN_DEPTH_M``
-            in front of the camera and inside the image (rounded pixel in [0, w) x [0, h),
-            as ``calibration.project_points``), else 0.
-    """
-    if len(cameras) < 1:
-        raise ValueError("cameras: need at least one (K, T_cam_from_lidar, width, height)")
-    heights = np.asarray(heights_m, dtype=np.float64).reshape(-1)
-    if heights.size < 1 or not np.all(np.isfinite(heights)):
-        raise ValueError(f"heights_m: need at least one finite height in metres, got {heights_m!r}")
-    H, W = image_hw
-    if H < 1 or W < 1 or H % IMAGE_MULTIPLE or W % IMAGE_MULTIPLE:
-        raise ValueError(f"image_hw: (H, W) must be positive multiples of {IMAGE_MULTIPLE}, got {image_hw}")
-    ny, nx = grid.shape
-    z_count = heights.size
-    centers = grid.cell_centers_lidar().reshape(-1, 2)  # (ny*nx, 2), row-major (iy, ix)
-    points = np.concatenate(
-        [np.column_stack([centers, np.full(len(centers), z)]) for z in heights]
-    )  # (Z*ny*nx, 3), order (z, iy, ix)
-    sample_grid = np.zeros((len(cameras), z_count * ny, nx, 2), np.float32)
-    valid = np.zeros((len(cameras), z_count, ny, nx), np.float32)
-    for c, (K, T_cam_from_lidar, width, height) in enumerate(cameras):
-        K = check_intrinsics(K, f"camera {c} K")
-        if int(width) < 1 or int(height) < 1:
-            raise ValueError(f"camera {c}: width and height must be positive, got {width}, {height}")
-        uv_pixels, _, ok = project_points(points, T_cam_from_lidar, K, (int(width), int(height)), MIN_DEPTH_M)
-        xy = 2.0 * (uv_pixels + 0.5) / np.array([width, height], np.float64) - 1.0
-        xy[~ok] = 0.0
-        sample_grid[c] = xy.reshape(z_count * ny, nx, 2)
-        valid[c] = ok.reshape(z_count, ny, nx)
-    return sample_grid, valid
 
 
 def lift_features(features: torch.Tensor, sample_grid: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ A :class:`CalicoScan` is one key frame of a nuScenes-format set: its lidar file,
 of a ``regions`` stage and its cameras. Everything here is numpy and picklable (Ray workers);
 the network inputs come from the deployable specs: :func:`modalities.lidar.bev_net.pillar_inputs`
 for the lidar student, :func:`camera_inputs` (images resized to the student's input, the fixed
-lift geometry of :func:`modalities.camera.bev_lift.lift_geometry`) for the camera student.
+lift geometry: :func:`modalities.camera.bev_inputs.camera_bev_feeds`) for the camera student.
 
 Skips are counted by the callers: a scan whose regions stage found no region (or could not read
 it), and, for the camera student, a scan that lacks one of the configured cameras.
@@ -122,29 +122,14 @@ def camera_views(cameras: tuple[CameraView, ...], channels: list[str] | tuple[st
     return [by_channel[ch] for ch in channels]
 
 
-def read_resized(path: str | Path, image_hw: tuple[int, int]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB image resized (bilinear) to ``image_hw``; errors name the file."""
-    from PIL import Image  # noqa: PLC0415
-
-    from modalities.camera.io import read_image  # noqa: PLC0415
-
-    h, w = image_hw
-    return np.asarray(Image.fromarray(read_image(path)).resize((w, h), Image.BILINEAR))
-
-
 def camera_inputs(views: list[CameraView], grid, image_hw: tuple[int, int], heights_m) -> dict[str, np.ndarray]:
-    """The camera student's feeds of one key frame, without the batch dimension.
+    """The camera student's feeds of one key frame, without the batch dimension: the deployed pre-processing,
+    :func:`modalities.camera.bev_inputs.camera_bev_feeds`, with this frame's calibration (the lidar-to-camera
+    transforms change slightly from frame to frame)."""
+    from modalities.camera.bev_inputs import CameraBevSpec, camera_bev_feeds  # noqa: PLC0415
 
-    ``images`` (n_cams, 3, H, W) float32 in [0, 1], ``sample_grid`` (n_cams, Z*ny, nx, 2) and
-    ``valid`` (n_cams, Z, ny, nx) from :func:`modalities.camera.bev_lift.lift_geometry` with this
-    frame's calibration (the lidar-to-camera transforms change slightly from frame to frame).
-    """
-    from modalities.camera.bev_lift import lift_geometry  # noqa: PLC0415
-
-    images = np.stack([read_resized(v.image_path, image_hw) for v in views]).astype(np.float32) / 255.0
-    sample_grid, valid = lift_geometry([(v.K, v.T_cam_from_lidar, v.width, v.height) for v in views], grid,
-                                       image_hw, heights_m)
-    return {"images": np.ascontiguousarray(images.transpose(0, 3, 1, 2)), "sample_grid": sample_grid, "valid": valid}
+    spec = CameraBevSpec(tuple(v.channel for v in views), tuple(image_hw), tuple(heights_m), grid)
+    return camera_bev_feeds([v.image_path for v in views], [(v.K, v.T_cam_from_lidar) for v in views], spec)
 
 
 def student_feeds(kind: str, input_spec: dict, lidar_path: str | Path, cameras: tuple[CameraView, ...],

@@ -15,7 +15,9 @@ labelled cells per scan (a seeded uniform draw); test features are every labelle
 The random init of the camera student keeps what its constructor gives (the ImageNet image
 backbone when ``pretrained``), so the comparison measures what RAD adds to the usual start.
 Protocols: ``linear_probe`` (a per-cell linear head on frozen features); fine-tuning BEV students
-is not implemented and is refused at the start of the stage.
+is not implemented and is refused at the start of the stage. Fused heads (the evaluate stage's
+``fused``, e.g. ``[[prc, rad]]``): one probe on the lidar and camera features side by side
+(:class:`FusedBevStudents`), against both random inits side by side.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from .config import EvaluateConfig
 from .protocols import precise_batchnorm
 
 CELLS_PER_SCAN = 4096
+# INT8 calibration needs inputs, not labels: a deployed model calibrates on up to this many training scans
+# (its probe's labelled scans first), however few labels the probe had.
+CALIBRATION_SCANS = 16
 
 
 class BevSegmentationTask:
@@ -97,6 +102,9 @@ class BevSegmentationTask:
     def student(self, record: dict, stage_dir: Path) -> "PreparedBevStudent":
         return PreparedBevStudent(self, record, stage_dir)
 
+    def fuse(self, students: list["PreparedBevStudent"], name: str) -> "FusedBevStudents":
+        return FusedBevStudents(students, name)
+
 
 class PreparedBevStudent:
     """Both inits of a BEV student with their features extracted once for every protocol run."""
@@ -133,9 +141,11 @@ class PreparedBevStudent:
     def save_probe(self, folder: Path, stage: str, head: nn.Linear, fraction: float, metric: float, idx) -> Path:
         """The deployable BEV segmenter (the distilled student + the probe as a 1x1 convolution) and its sidecar.
 
-        The sidecar (task ``bev_segmentation``, :mod:`deploy.tasks.bev_segmentation`) lists the key frames to
-        calibrate INT8 on (the probe's labelled training scans) and to measure on (the held-out scenes), each a
-        lidar file and its BEV label image.
+        The sidecar (task ``bev_segmentation``, :mod:`deploy.tasks.bev_segmentation`, for the lidar student;
+        ``camera_bev_segmentation``, :mod:`deploy.tasks.camera_bev_segmentation`, for the camera student) lists
+        the key frames to calibrate INT8 on (training scenes: the probe's labelled scans, then others up to
+        ``CALIBRATION_SCANS``; calibration reads no label) and to measure on (the held-out scenes), each its
+        lidar file or its cameras (image, K, T_cam_from_lidar) and its BEV label image.
         """
         from safetensors.torch import save_file  # noqa: PLC0415
 
@@ -153,20 +163,59 @@ class PreparedBevStudent:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
         tmp.replace(folder / f"{name}.safetensors")
 
-        def refs(pairs):
-            return [{"token": r.token, "lidar": str(Path(r.lidar_path).resolve()),
-                     "bev_labels": str(bev_label_path(t.root, r.token).resolve())} for r, _ in pairs]
+        camera = self.record["kind"] == "camera_bev"
 
+        def ref(r) -> dict:
+            entry = {"token": r.token, "bev_labels": str(bev_label_path(t.root, r.token).resolve())}
+            if camera:  # each camera's image and calibration (deploy writes them as a frame file)
+                entry["cameras"] = [{"channel": c.channel, "image": str(Path(c.image_path).resolve()), "K": c.K.tolist(),
+                                     "T_cam_from_lidar": c.T_cam_from_lidar.tolist()} for c in r.cameras]
+            else:
+                entry["lidar"] = str(Path(r.lidar_path).resolve())
+            return entry
+
+        labelled = set(int(i) for i in idx)  # the probe's labelled scans first, then others spread over the scenes
+        others = [p for i, p in enumerate(t.train) if i not in labelled]
+        extra = max(0, min(len(others), CALIBRATION_SCANS - len(labelled)))
+        calibration = [t.train[i] for i in idx] + [others[int(j)] for j in np.linspace(0, len(others) - 1, extra)]
         atomic_write_json(folder / f"{name}.json", {
-            "format": 2, "task": "bev_segmentation", "distill_stage": stage, "student_record": self.record,
+            "format": 2, "task": "camera_bev_segmentation" if camera else "bev_segmentation", "distill_stage": stage,
+            "student_record": self.record,
             "label_fraction": fraction, "student": self.record["kind"], "student_kwargs": self.record["kwargs"],
             "num_classes": t.num_classes, "classes": list(BEV_CLASSES),
             "metric_heldout": {"name": "miou", "value": metric}, "weights": f"{name}.safetensors",
             "state_dict_layout": "student.* = the BEV student, classifier.* = Conv2d(feature_dim, num_classes, 1)",
             "input": self.record["input"], "label_grid": t.grid.to_dict(),
-            "calibration_samples": refs([t.train[i] for i in idx]), "heldout_samples": refs(t.test),
+            "calibration_samples": [ref(r) for r, _ in calibration], "heldout_samples": [ref(r) for r, _ in t.test],
         })
         return folder / f"{name}.safetensors"
+
+
+class FusedBevStudents:
+    """Several BEV students read side by side (e.g. lidar + camera): a cell's feature is the concatenation of theirs.
+
+    The probe on it is the fused head; its random-init baseline concatenates the random inits. The students must
+    read the same label cells (the same BEV grid), checked here. Not deployable (two networks): nothing is saved.
+    """
+
+    def __init__(self, students: list[PreparedBevStudent], name: str):
+        self.students = students
+        for init in ("distilled", "random"):
+            first, *rest = [s.features[init] for s in students]
+            for other in rest:
+                same = len(first[0]) == len(other[0]) and all(
+                    torch.equal(a[1], b[1]) for a, b in zip(first[0], other[0])) and torch.equal(first[1][1], other[1][1])
+                if not same:
+                    raise ValueError(f"fused {name}: the students read different label cells (different BEV grids); "
+                                     "a fused head needs the same grid for every student")
+
+    def labeled_features(self, init: str, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [s.labeled_features(init, idx) for s in self.students]
+        return torch.cat([x for x, _ in parts], dim=1), parts[0][1]
+
+    def test_features(self, init: str) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [s.test_features(init) for s in self.students]
+        return torch.cat([x for x, _ in parts], dim=1), parts[0][1]
 
 
 def _build(record: dict, stage_dir: Path, init: str, seed: int) -> nn.Module:

@@ -16,6 +16,9 @@ class EvaluateConfig(StageConfig):
     kind: Literal["evaluate"] = "evaluate"
     dataset: str  # labelled scans: training split for the labels, held-out scenes for the metric
     students: list[str] = Field(min_length=1)  # training stages whose students are evaluated
+    # Fused heads: each entry names >= 2 of those stages; one probe reads their features side by side (both
+    # distilled vs both random init). Tasks with a fuse() only (BEV: lidar + camera); frozen-feature protocols only.
+    fused: list[list[str]] = []
 
     # Fractions of the training scans that get labels (at least one scan each). SLidR: 1 %.
     label_fractions: list[float] = Field(default=[0.01, 0.1], min_length=1)
@@ -48,6 +51,17 @@ class EvaluateConfig(StageConfig):
                              " (fine-tuning runs only at label fractions that are evaluated)")
         return self
 
+    @model_validator(mode="after")
+    def _fused_entries(self) -> "EvaluateConfig":
+        for entry in self.fused:
+            if len(set(entry)) < 2 or len(set(entry)) != len(entry):
+                raise ValueError(f"fused: {entry} must name at least two different stages")
+            missing = [s for s in entry if s not in self.students]
+            if missing:
+                raise ValueError(f"fused: {missing} are not in students {self.students} (each part is also evaluated "
+                                 "alone, the baseline of the fused head)")
+        return self
+
     def reads(self) -> tuple[str, ...]:
         return tuple(self.students)
 
@@ -55,6 +69,9 @@ class EvaluateConfig(StageConfig):
         for student in self.students:
             if pipeline.stage_config(student).student_kind() is None:
                 raise ValueError(f"stages.{name}.students: stage {student!r} trains no student")
+        if self.fused and not set(self.protocols) - {"finetune"}:
+            raise ValueError(f"stages.{name}.fused: fused heads are evaluated on frozen features; add linear_probe "
+                             "or svm to protocols")
 
     def saved_models(self, pipeline: "PipelineConfig") -> dict[str, str]:
         """Fine-tuned segmenters this stage saves: name -> student kind (``slidr_range_10pct`` -> ``range_net``)."""

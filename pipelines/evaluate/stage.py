@@ -40,18 +40,31 @@ def run_evaluate(ctx: StageContext) -> StageResult:
     cfg: EvaluateConfig = ctx.config  # type: ignore[assignment]
     tasks: dict[str, object] = {}  # one instance (its labelled data loaded once) per task kind
     runs, comparisons = [], []
-    for stage in cfg.students:
-        where = f"{ctx.inputs[stage]}/student.json"
-        record = read_student_record(ctx.inputs[stage])
+    kept = {}  # prepared students that a fused head reuses
+    fused_parts = {p for entry in cfg.fused for p in entry}
+    for stage, parts in [(s, (s,)) for s in cfg.students] + [("+".join(e), tuple(e)) for e in cfg.fused]:
+        records = [read_student_record(ctx.inputs[p]) for p in parts]
+        record = records[0]
+        if {r["task"] for r in records} != {record["task"]}:
+            raise ValueError(f"stage {ctx.name}: fused {list(parts)} mixes evaluation tasks "
+                             f"{[r['task'] for r in records]}")
         if record["task"] not in tasks:
-            tasks[record["task"]] = evaluation_task(record["task"], where)(ctx, cfg)
+            tasks[record["task"]] = evaluation_task(record["task"], f"{ctx.inputs[stage]}/student.json"
+                                                    if len(parts) == 1 else str(parts))(ctx, cfg)
         task = tasks[record["task"]]
         C = task.num_classes
         top_k = getattr(task, "top_k", None)
-        student = task.student(record, ctx.inputs[stage])
+        if len(parts) == 1:
+            student = kept.get(stage) or task.student(record, ctx.inputs[stage])
+            if stage in fused_parts:
+                kept[stage] = student
+        else:
+            if not hasattr(task, "fuse"):
+                raise ValueError(f"stage {ctx.name}: fused heads are not implemented for task {record['task']!r}")
+            student = task.fuse([kept[p] for p in parts], stage)
         for fraction in cfg.label_fractions:
             for protocol in cfg.protocols:
-                if protocol == "finetune" and fraction not in cfg.finetune_fractions():
+                if protocol == "finetune" and (fraction not in cfg.finetune_fractions() or len(parts) > 1):
                     continue
                 repeats = cfg.finetune_repeats if protocol == "finetune" else cfg.repeats
                 metric = {init: [] for init in INITS}
@@ -100,7 +113,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                                         list(task.class_names),
                                         f"{stage} {protocol}, {fraction:.0%} labels: all {repeats} runs")
                 comparisons.append({
-                    "student": stage, "student_kind": record["kind"], "task": record["task"], "protocol": protocol,
+                    "student": stage, "student_kind": "+".join(r["kind"] for r in records), "task": record["task"], "protocol": protocol,
                     "label_fraction": fraction, "labeled_samples": len(labeled_idx), "test_samples": len(task.test),
                     "metric": task.metric, **paired_comparison(metric["distilled"], metric["random"]),
                     "iou_per_class": {init: _class_iou(conf_sum[init], task.class_names) for init in INITS},

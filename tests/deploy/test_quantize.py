@@ -105,3 +105,37 @@ def test_calibration_must_not_see_heldout_scans(tiny_run_factory, tmp_path):
                                          "must not see held-out data"):
         quantize_bundle(path, ("int8",))
     assert not (path / "model_int8.onnx").exists()
+
+
+def _activation_scales(model: onnx.ModelProto) -> dict[str, float]:
+    """Scale of every quantized activation (a scalar scale initializer of a QuantizeLinear fed by a graph value)."""
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits and inits[n.input[1]].size == 1}
+
+
+def test_moving_average_calibration_is_less_hostage_to_one_outlier_batch(tmp_path):
+    """Nine calibration batches of scale 1 and one of scale 50: MinMax takes the outlier's range for the input,
+    the moving average of per-batch ranges stays near the usual one; an unknown method is refused by name."""
+    from onnx import helper
+
+    from deploy.quantize import quantize_int8
+
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 1, 1], rng.standard_normal(12).astype(np.float32).tolist())
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"]), helper.make_node("Relu", ["y"], ["z"])],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    src = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    feeds = [{"x": (rng.standard_normal((1, 3, 8, 8)) * (50.0 if i == 4 else 1.0)).astype(np.float32)}
+             for i in range(10)]
+    scales = {}
+    for method in ("minmax", "minmax_moving_average"):
+        quantize_int8(src, tmp_path / f"{method}.onnx", feeds, method)
+        scales[method] = _activation_scales(onnx.load(str(tmp_path / f"{method}.onnx")))["x"]
+    outlier_max = float(np.abs(feeds[4]["x"]).max())
+    assert scales["minmax"] == pytest.approx(outlier_max / 127, rel=1e-3)
+    assert scales["minmax_moving_average"] < 0.3 * scales["minmax"]
+    with pytest.raises(ValueError, match="calibration: unknown 'kl'"):
+        quantize_int8(src, tmp_path / "x.onnx", feeds, "kl")

@@ -120,3 +120,13 @@ def test_deploy_model_that_evaluate_never_saves_is_refused_at_load_time():
         load_config("configs/demo.yaml", ["stages.deploy.model=null", "stages.finetune.label_fractions=[0.01, 0.1]"])
     ok = load_config("configs/demo.yaml", ["stages.deploy.model=null"])
     assert ok.stages["finetune"].finetune_fractions() == [0.1] and ok.stages["evaluate"].finetune_fractions() == []
+
+def test_fused_heads_must_name_evaluated_students_and_a_frozen_feature_protocol():
+    cfg = load_config("tests/configs/calico_tiny.yaml")
+    assert cfg.stages["evaluate"].fused == [["prc", "rad"]]
+    with pytest.raises(ConfigError, match=r"fused: \['other'\] are not in students"):
+        load_config("tests/configs/calico_tiny.yaml", ["stages.evaluate.fused=[[prc,other]]"])
+    with pytest.raises(ConfigError, match=r"at least two different stages"):
+        load_config("tests/configs/calico_tiny.yaml", ["stages.evaluate.fused=[[prc,prc]]"])
+    with pytest.raises(ConfigError, match=r"fused heads are evaluated on frozen features"):
+        load_config("tests/configs/calico_tiny.yaml", ["stages.evaluate.protocols=[finetune]"])

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -42,7 +43,9 @@ def test_calico_tiny_pipeline(tmp_path):
 
     results = json.loads((run_dir / "evaluate" / "results.json").read_text())
     comps = results["comparisons"]
-    assert {(c["student"], c["label_fraction"]) for c in comps} == {(s, f) for s in ("prc", "rad") for f in (0.5, 1.0)}
+    assert {(c["student"], c["label_fraction"]) for c in comps} == {(s, f) for s in ("prc", "rad", "prc+rad")
+                                                                    for f in (0.5, 1.0)}
+    assert next(c for c in comps if c["student"] == "prc+rad")["student_kind"] == "pillar_bev+camera_bev"
     for c in comps:
         assert c["task"] == "bev_features" and c["metric"] == "miou" and c["n_paired"] == 2
         assert 0 <= c["random_mean"] <= 100 and 0 <= c["distilled_mean"] <= 100
@@ -51,14 +54,14 @@ def test_calico_tiny_pipeline(tmp_path):
     # Distilled and random features differ, so their probes do too (a student that never loaded its weights would
     # give identical runs).
     runs = results["runs"]
-    for s in ("prc", "rad"):
+    for s in ("prc", "rad", "prc+rad"):
         d = [r["miou"] for r in runs if r["student"] == s and r["init"] == "distilled"]
         r_ = [r["miou"] for r in runs if r["student"] == s and r["init"] == "random"]
         assert d != r_
     # The saved probe models: the lidar one deploys (ONNX parity, the held-out mIoU of the PyTorch probe).
     side = json.loads((run_dir / "evaluate" / "models" / "prc_100pct.json").read_text())
     assert side["task"] == "bev_segmentation" and len(side["heldout_samples"]) == 3
-    assert (run_dir / "evaluate" / "models" / "rad_100pct.safetensors").is_file()
+    assert not list((run_dir / "evaluate" / "models").glob("prc+rad*"))  # two networks: not deployable
     dep = report["deploy"]["metrics"]
     assert dep["model"] == "prc_100pct" and dep["parity_max_rel_err"] < 1e-4
     # Same network, same cells: the bundle's fp32 mIoU is the evaluate stage's distilled run-0 mIoU at 100%.
@@ -66,5 +69,21 @@ def test_calico_tiny_pipeline(tmp_path):
                 and r["label_fraction"] == 1.0 and r["run"] == 0)
     assert abs(dep["miou_fp32"] - run0) < 0.5 and abs(side["metric_heldout"]["value"] - run0) < 1e-9
     assert {"miou_fp16", "miou_int8"} <= set(dep)
+    # The camera student deploys too: frames (images + calibration) in the bundle, parity, the probe's mIoU.
+    side = json.loads((run_dir / "evaluate" / "models" / "rad_100pct.json").read_text())
+    assert side["task"] == "camera_bev_segmentation" and len(side["calibration_samples"]) == 3
+    dep = report["deploy_camera"]["metrics"]
+    assert dep["model"] == "rad_100pct" and dep["parity_max_rel_err"] < 1e-4 and "miou_int8" in dep
+    run0 = next(r["miou"] for r in results["runs"] if r["student"] == "rad" and r["init"] == "distilled"
+                and r["label_fraction"] == 1.0 and r["run"] == 0)
+    assert abs(dep["miou_fp32"] - run0) < 0.5
+    frames = sorted((run_dir / "deploy_camera" / "rad_100pct" / "data" / "heldout").glob("*.frame.json"))
+    assert len(frames) == 3
+    from deploy.cli import main as deploy_main
+
+    out = tmp_path / "infer"
+    assert deploy_main(["infer", str(run_dir / "deploy_camera" / "rad_100pct"), str(frames[0]), "--out", str(out)]) == 0
+    grid = np.load(out / frames[0].name.replace(".frame.json", ".bev.npy"))
+    assert grid.shape == (64, 64) and grid.dtype == np.uint8 and len(np.unique(grid)) > 1
     md = (run_dir / "report.md").read_text()
     assert "BEV cell-wise mIoU" in md and "prc/loss_curve.png" in md and "rad/loss_curve.png" in md
