@@ -72,6 +72,18 @@ BEV_CLASSES: tuple[str, ...] = (
 DRIVABLE, SIDEWALK, TERRAIN_VEGETATION, VEHICLE, PEDESTRIAN, STATIC_OBSTACLE = range(len(BEV_CLASSES))
 IGNORE_ID = 255
 VALID_IDS: frozenset[int] = frozenset(range(len(BEV_CLASSES))) | {IGNORE_ID}
+# RGB of each class for pictures (BEV_CLASSES order; Cityscapes-like colours), then of IGNORE_ID (black).
+BEV_PALETTE = np.array([[128, 64, 128], [244, 35, 232], [107, 142, 35], [0, 0, 142], [220, 20, 60], [190, 153, 153]],
+                       np.uint8)
+
+
+def bev_rgb(labels: np.ndarray) -> np.ndarray:
+    """(ny, nx) class ids (row iy, column ix) -> (ny, nx, 3) uint8 picture with forward (largest y) at the top;
+    ignored cells black."""
+    rgb = np.zeros(labels.shape + (3,), np.uint8)
+    known = labels < len(BEV_PALETTE)
+    rgb[known] = BEV_PALETTE[labels[known]]
+    return rgb[::-1]
 
 # Highest first: the class a cell gets when several are present in its column.
 PRIORITY: tuple[int, ...] = (VEHICLE, PEDESTRIAN, STATIC_OBSTACLE, TERRAIN_VEGETATION, SIDEWALK, DRIVABLE)

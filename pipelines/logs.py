@@ -9,11 +9,27 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A console handler that writes to ``sys.stderr`` as it is at each record, not as it was when the handler was
+    made (a test harness or a notebook swaps the stream; a handler keeping the old one writes to a closed file)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     root = logging.getLogger("edgedistill")
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not any(getattr(h, "_edgedistill_console", False) for h in root.handlers):
-        h = logging.StreamHandler(sys.stderr)
+        h = _StderrHandler()
         h.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
         h._edgedistill_console = True  # type: ignore[attr-defined]
         root.addHandler(h)

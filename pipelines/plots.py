@@ -55,6 +55,30 @@ def save_confusion_plot(path: Path, confusions: dict[str, "object"], class_names
     plt.close(fig)
 
 
+def save_bev_predictions_plot(path: Path, maps: dict[str, "object"], class_names, title: str) -> None:
+    """BEV class grids side by side (label -> (ny, nx) class ids, row iy, column ix; forward up), one legend."""
+    import matplotlib.patches as mpatches
+    import numpy as np
+
+    from modalities.bev_labels import BEV_PALETTE, bev_rgb
+
+    n = len(maps)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 3.2), dpi=100, squeeze=False)
+    for ax, (label, grid) in zip(axes[0], maps.items()):
+        ax.imshow(bev_rgb(np.asarray(grid)), interpolation="nearest")
+        ax.set_title(label, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [mpatches.Patch(color=BEV_PALETTE[i] / 255.0, label=c) for i, c in enumerate(class_names)]
+    handles.append(mpatches.Patch(color="black", label="ignored / not predicted"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+
+
 def save_regions_bev_plot(path: Path, points_xy, region_id, ground, boxes, title: str, extent_m: float = 32.0) -> None:
     """Bird's-eye view of one scan's regions: ground light grey, other points dark grey, each region
     in its own colour with its oriented box ((R, 7) x, y, z, length, width, height, yaw) outlined."""

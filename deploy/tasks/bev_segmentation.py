@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modalities.bev_labels import IGNORE_ID, BevGridSpec, read_bev_labels
+from modalities.bev_labels import IGNORE_ID, BevGridSpec, bev_rgb, read_bev_labels
 from modalities.fileio import atomic_save_npy, atomic_write_bytes
 from modalities.lidar.bev_spec import NUM_POINT_FEATURES, PillarBevSpec, pillar_inputs
 from modalities.lidar.io import read_points
@@ -42,15 +42,10 @@ INPUT_NAMES = ("pillar_points", "pillar_mask", "cell_index")
 OUTPUT_NAME = "logits"
 SCAN_SUFFIXES = (".pcd.bin", ".bin", ".pcd", ".ply")
 DEPLOYED_GRAPH = "pillar encoder -> gather to the BEV grid -> BEV CNN -> Conv1x1(linear probe) -> per-cell logits"
-# PNG colours of the six BEV classes (modalities.bev_labels.BEV_CLASSES order).
-PALETTE = np.array([[128, 64, 128], [244, 35, 232], [107, 142, 35], [0, 0, 142], [220, 20, 60], [190, 153, 153]],
-                   np.uint8)
-
-
 def _save_png(path: Path, labels: np.ndarray) -> None:
     from PIL import Image  # noqa: PLC0415
 
-    rgb = PALETTE[np.clip(labels, 0, len(PALETTE) - 1)][::-1]  # row 0 at the top = largest y (forward up)
+    rgb = bev_rgb(labels)  # row 0 at the top = largest y (forward up)
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())

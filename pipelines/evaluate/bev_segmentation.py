@@ -105,6 +105,12 @@ class BevSegmentationTask:
     def fuse(self, students: list["PreparedBevStudent"], name: str) -> "FusedBevStudents":
         return FusedBevStudents(students, name)
 
+    def prediction_figure(self, path: Path, maps: dict[str, np.ndarray], title: str) -> None:
+        """The first held-out scan's BEV labels next to each probe's prediction (label -> (ny, nx) class grid)."""
+        from ..plots import save_bev_predictions_plot  # noqa: PLC0415
+
+        save_bev_predictions_plot(path, {"BEV labels": self.test[0][1], **maps}, BEV_CLASSES, title)
+
 
 class PreparedBevStudent:
     """Both inits of a BEV student with their features extracted once for every protocol run."""
@@ -123,10 +129,19 @@ class PreparedBevStudent:
             if init == "distilled":
                 self.distilled = net  # BatchNorm recalibrated: the backbone of the saved probe models
             rng = np.random.default_rng(task.seed)
-            train = [_cells(net, f, y, task.centers, grid, rng, CELLS_PER_SCAN)
+            train = [_cells(net, f, y, task.centers, grid, rng, CELLS_PER_SCAN)[:2]
                      for f, (_, y) in zip(feeds["train"], task.train)]
             test = [_cells(net, f, y, task.centers, grid, None, None) for f, (_, y) in zip(feeds["test"], task.test)]
-            self.features[init] = (train, (torch.cat([x for x, _ in test]), torch.cat([y for _, y in test])))
+            self.features[init] = (train, (torch.cat([x for x, _, _ in test]), torch.cat([y for _, y, _ in test])))
+            self.test_cells = [keep for _, _, keep in test]  # label-grid cells of each held-out scan, in order
+
+    def prediction_map(self, predicted: np.ndarray) -> np.ndarray:
+        """The first held-out scan's label grid (ny, nx) filled with ``predicted`` (a class per test cell, in the
+        order of :meth:`test_features`); cells the probe did not see are IGNORE_ID."""
+        first = self.test_cells[0]
+        out = np.full(self.task.grid.shape, IGNORE_ID, np.uint8)
+        out.reshape(-1)[first] = predicted[: len(first)]
+        return out
 
     def _feeds(self, ref, where: str) -> dict:
         return student_feeds(self.record["kind"], self.record["input"], ref.lidar_path, ref.cameras, where)
@@ -209,6 +224,9 @@ class FusedBevStudents:
                     raise ValueError(f"fused {name}: the students read different label cells (different BEV grids); "
                                      "a fused head needs the same grid for every student")
 
+    def prediction_map(self, predicted: np.ndarray) -> np.ndarray:
+        return self.students[0].prediction_map(predicted)  # the same cells for every student (checked)
+
     def labeled_features(self, init: str, idx) -> tuple[torch.Tensor, torch.Tensor]:
         parts = [s.labeled_features(init, idx) for s in self.students]
         return torch.cat([x for x, _ in parts], dim=1), parts[0][1]
@@ -236,8 +254,9 @@ def _batched(feeds: dict) -> dict:
 
 @torch.no_grad()
 def _cells(net: nn.Module, feeds: dict, labels: np.ndarray, centers: torch.Tensor, grid: tuple, rng, limit):
-    """(features (n, C), labels (n,)) of the labelled cells of one scan (at most ``limit``, seeded draw): the
-    student's map on its own ``grid`` (x_min, y_min, cell_x, cell_y) read at the label cells' ``centers``."""
+    """(features (n, C), labels (n,), label cells (n,) flat indices) of the labelled cells of one scan (at most
+    ``limit``, seeded draw): the student's map on its own ``grid`` (x_min, y_min, cell_x, cell_y) read at the label
+    cells' ``centers``."""
     from ..losses.calico import sample_bev  # noqa: PLC0415
 
     net.eval()
@@ -251,4 +270,4 @@ def _cells(net: nn.Module, feeds: dict, labels: np.ndarray, centers: torch.Tenso
     if limit is not None and len(keep) > limit:
         keep = np.sort(rng.choice(keep, limit, replace=False))
     x, _ = sample_bev(bev, centers[keep][None], grid)
-    return x[0].float(), torch.from_numpy(y[keep].astype(np.int64))
+    return x[0].float(), torch.from_numpy(y[keep].astype(np.int64)), keep

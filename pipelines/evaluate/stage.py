@@ -40,6 +40,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
     cfg: EvaluateConfig = ctx.config  # type: ignore[assignment]
     tasks: dict[str, object] = {}  # one instance (its labelled data loaded once) per task kind
     runs, comparisons = [], []
+    maps = {}  # task -> {label: the first held-out sample's prediction}, where the task draws them (BEV)
     kept = {}  # prepared students that a fused head reuses
     fused_parts = {p for entry in cfg.fused for p in entry}
     for stage, parts in [(s, (s,)) for s in cfg.students] + [("+".join(e), tuple(e)) for e in cfg.fused]:
@@ -92,6 +93,9 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                                     and hasattr(student, "save_probe")):
                                 student.save_probe(ctx.stage_dir / "models", stage, head, fraction, task.score(conf),
                                                    labeled_idx)
+                            if (protocol == "linear_probe" and r == 0 and fraction == cfg.label_fractions[0]
+                                    and hasattr(student, "prediction_map")):
+                                maps.setdefault(task, {})[f"{stage}, {init}"] = student.prediction_map(scores.argmax(1))
                             if top_k:
                                 metric_k[init].append(top_k_accuracy(scores, test_y.numpy(), top_k))
                         else:
@@ -133,6 +137,11 @@ def run_evaluate(ctx: StageContext) -> StageResult:
     if figures:
         md += "\nConfusion matrices (rows: true class, normalised), distilled vs random init:\n\n" + "".join(
             f"![confusion]({ctx.name}/{f})\n" for f in figures)
+    for i, (task, by_label) in enumerate(maps.items()):
+        name = f"predictions{i or ''}.png"
+        what = f"linear probe on {cfg.label_fractions[0]:.0%} of the labels, run 0"
+        task.prediction_figure(ctx.stage_dir / name, by_label, f"first held-out sample: {what}")
+        md += f"\nPredictions on the first held-out sample ({what}):\n\n![predictions]({ctx.name}/{name})\n"
     return StageResult(metrics=metrics, report_md=md)
 
 

@@ -24,3 +24,20 @@ def test_help_shows_defaults(capsys, argv, shown):
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert shown in out
     assert "(default: None)" not in out
+
+
+def test_console_log_follows_the_current_stderr(monkeypatch):
+    """The console handler writes to sys.stderr as it is now: after the stream it started with is closed (a test
+    harness, a notebook), records land in the new one, not in a 'Logging error' on the closed file."""
+    import io
+    import logging
+
+    from pipelines.logs import setup_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    setup_logging()
+    first.close()
+    monkeypatch.setattr("sys.stderr", second)
+    logging.getLogger("edgedistill.test").info("after the swap")
+    assert "after the swap" in second.getvalue()

@@ -87,3 +87,4 @@ def test_calico_tiny_pipeline(tmp_path):
     assert grid.shape == (64, 64) and grid.dtype == np.uint8 and len(np.unique(grid)) > 1
     md = (run_dir / "report.md").read_text()
     assert "BEV cell-wise mIoU" in md and "prc/loss_curve.png" in md and "rad/loss_curve.png" in md
+    assert "evaluate/predictions.png" in md and (run_dir / "evaluate" / "predictions.png").stat().st_size > 5000
