@@ -91,9 +91,10 @@ def prc_batch(scans: list[tuple[np.ndarray, np.ndarray, np.ndarray]], cfg: PrcCo
     for xyz, intensity, region in scans:
         v1 = augment_view(xyz, rng, a.rotation_deg, a.scale, a.flip)
         v2 = augment_view(xyz, rng, a.rotation_deg, a.scale, a.flip)
-        z_ok = (xyz[:, 2] >= spec.z_range_m[0]) & (xyz[:, 2] < spec.z_range_m[1])
-        idx = sample_points(region, in_grid(v1[:, :2], grid) & in_grid(v2[:, :2], grid) & z_ok,
-                            cfg.points_inside, cfg.points_outside, rng)
+        # A sampled point must be in a pillar of both views: inside the grid and the z range after each view's scale.
+        stored = [in_grid(v[:, :2], grid) & (v[:, 2] >= spec.z_range_m[0]) & (v[:, 2] < spec.z_range_m[1])
+                  for v in (v1, v2)]
+        idx = sample_points(region, stored[0] & stored[1], cfg.points_inside, cfg.points_outside, rng)
         views[0].append(pillar_inputs(v1, intensity, spec)[0])
         views[1].append(pillar_inputs(v2, intensity, spec)[0])
         points.append((v1[idx, :2], v2[idx, :2], region[idx]))

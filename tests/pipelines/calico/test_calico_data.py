@@ -86,3 +86,21 @@ def test_prc_batch_pairs_the_same_points_in_both_views():
         same = (reg[:, None] == reg[None]) & (reg[:, None] >= 0)
         other = (reg[:, None] != reg[None]) & (reg[:, None] >= 0) & (reg[None] >= 0)
         assert d1[same].max() < 1.6 and d1[other].min() > 3.0
+
+
+def test_prc_batch_samples_only_points_that_stay_in_the_z_range_of_both_scaled_views():
+    """A region just under the pillar z ceiling leaves it in both views when every view scales by 1.05: none of its
+    points may be sampled (their cells would not hold them); the regions well inside the range are."""
+    from pipelines.calico.prc import pillar_spec, prc_batch
+
+    cfg = PrcConfig(dataset="d", regions="r", grid={"x_range_m": [-16, 16], "y_range_m": [-16, 16]},
+                    points_inside=10_000, points_outside=0, augment={"scale": [1.05, 1.05]})
+    spec = pillar_spec(cfg)
+    xyz, intensity, region = _clustered(0)
+    top = xyz[region == 0].copy()
+    top[:, 2] = spec.z_range_m[1] - 0.05  # inside the raw range, above it once scaled
+    scan = (np.concatenate([xyz, top]), np.concatenate([intensity, intensity[region == 0]]),
+            np.concatenate([region, np.full(len(top), 99)]))
+    _, points = prc_batch([scan], cfg, spec, np.random.default_rng(0))
+    sampled = points[0][2]
+    assert 99 not in sampled and len(np.unique(sampled)) == len(np.unique(region[region >= 0]))
