@@ -15,7 +15,9 @@ BEV grid with fixed geometry). Per training scan:
 
 No image augmentation (the lift geometry is tied to the calibration); AdamW with warm-up and
 linear decay; Ray Train with a checkpoint each epoch and resume. Only the training scenes are used.
-Skips (counted, reported): scans with no region point in the grid, scans missing a configured camera.
+Skips (counted, reported): scans with no region point in the grid, scans missing a configured camera, scans
+whose calibration puts none of their region points in any camera (a wrong calibration would otherwise train
+the student on an empty lift without a sign).
 Outputs: ``student.safetensors``, ``student.json`` (task ``bev_features``, input = cameras, image
 size, lift heights and grid), ``head.safetensors``, ``history.json``, ``loss_curve.png``.
 """
@@ -82,6 +84,18 @@ def teacher_targets(teacher: nn.Module, spec, xyz: np.ndarray, intensity: np.nda
     bev = teacher(**{k: torch.from_numpy(v)[None] for k, v in feeds.items()})
     feats, _ = sample_bev(bev, torch.from_numpy(xyz[idx, :2])[None], bev_grid_of(spec))
     return xyz[idx, :2].astype(np.float32), region[idx], F.normalize(feats[0], dim=1).numpy().astype(np.float32)
+
+
+def points_in_view(xy: np.ndarray, cams, grid, image_hw, heights_m) -> np.ndarray:
+    """(n,) bool: the BEV cell of each point is seen by at least one camera at one lift height (the frame's
+    calibration, :func:`modalities.camera.bev_inputs.lift_geometry`); False outside the grid."""
+    from modalities.camera.bev_inputs import lift_geometry  # noqa: PLC0415
+
+    _, valid = lift_geometry([(c.K, c.T_cam_from_lidar, c.width, c.height) for c in cams], grid, tuple(image_hw),
+                             heights_m)
+    cell_seen = valid.any(axis=(0, 1))
+    ix, iy, inside = grid.cell_of(xy)
+    return inside & cell_seen[np.where(inside, iy, 0), np.where(inside, ix, 0)]
 
 
 class RadModel(nn.Module):
@@ -182,7 +196,9 @@ def run_rad(ctx: StageContext) -> StageResult:
                          ctx.dataset.holdout_scenes)
     skipped = {k: len(v) for k, v in split.skipped.items()}
     rng = np.random.default_rng(ctx.seed)
+    grid = cfg.grid.spec()
     xy, region, target, offsets, views = [], [], [], [0], []
+    unseen = 0  # region points in cells that no camera sees at any lift height (kept: the BEV CNN learns context)
     for scan in split.train:
         cams = camera_views(scan.cameras, cfg.student.cameras)
         if cams is None:
@@ -194,6 +210,13 @@ def run_rad(ctx: StageContext) -> StageResult:
         if not len(reg):
             skipped["no_region_point_in_grid"] = skipped.get("no_region_point_in_grid", 0) + 1
             continue
+        seen = points_in_view(pts, cams, grid, cfg.student.image_hw, cfg.student.heights_m)
+        if not seen.any():
+            skipped["no_region_point_in_camera_view"] = skipped.get("no_region_point_in_camera_view", 0) + 1
+            ctx.log.warning("skipped %s (%s): its calibration puts none of its %d region points in any camera %s",
+                            scan.token, scan.lidar_path, len(reg), cfg.student.cameras)
+            continue
+        unseen += int((~seen).sum())
         xy.append(pts)
         region.append(reg)
         target.append(feats)
@@ -224,6 +247,7 @@ def run_rad(ctx: StageContext) -> StageResult:
     save_line_plot(ctx.stage_dir / "loss_curve.png", {"RAD": (epochs, [h["loss"] for h in history])},
                    "epoch", "loss", "CALICO RAD: camera BEV student from the frozen PRC lidar student")
     metrics = {"train_scans": len(views), "heldout_scans_unseen": len(split.heldout), "region_points": offsets[-1],
+               "region_points_out_of_camera_view": unseen,
                **{f"skipped_{k}": v for k, v in skipped.items()}, "epochs": len(history),
                "loss_first_epoch": history[0]["loss"], "loss_last_epoch": history[-1]["loss"],
                "scans_per_s": history[-1]["scans_per_s"]}

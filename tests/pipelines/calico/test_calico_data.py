@@ -104,3 +104,23 @@ def test_prc_batch_samples_only_points_that_stay_in_the_z_range_of_both_scaled_v
     _, points = prc_batch([scan], cfg, spec, np.random.default_rng(0))
     sampled = points[0][2]
     assert 99 not in sampled and len(np.unique(sampled)) == len(np.unique(region[region >= 0]))
+
+
+def test_points_in_view_follow_the_calibration():
+    """A forward camera sees cells ahead of it, not behind; a calibration pointing it at the sky sees none
+    (the RAD stage then skips the scan, counted)."""
+    from modalities.bev_labels import BevGridSpec
+    from modalities.nuscenes_tables import CameraView
+    from pipelines.calico.rad import points_in_view
+    from tests.modalities.camera.test_bev_lift import FRONT, R_CAM_FROM_LIDAR_FRONT, camera_T
+
+    grid = BevGridSpec(x_range_m=(-8.0, 8.0), y_range_m=(-16.0, 16.0), cell_size_m=0.5)
+
+    def cam(T):
+        return CameraView("CAM_FRONT", None, FRONT[0], FRONT[2], FRONT[3], T, 0, "")
+
+    xy = np.array([[0.0, 10.0], [1.0, 14.0], [0.0, -10.0], [0.0, 40.0]])  # ahead, ahead, behind, outside the grid
+    assert points_in_view(xy, [cam(FRONT[1])], grid, (176, 320), (-1.5, 0.5)).tolist() == [True, True, False, False]
+    up = np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 1]]) @ np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
+    sky = camera_T(up @ R_CAM_FROM_LIDAR_FRONT, np.array([0.0, 0.0, 1.5]))  # optical axis along lidar +z
+    assert not points_in_view(xy, [cam(sky)], grid, (176, 320), (-1.5, 0.5)).any()
