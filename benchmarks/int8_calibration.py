@@ -2,13 +2,12 @@
 
     .venv/bin/python benchmarks/int8_calibration.py BUNDLE [--subsets 2 8] [--out benchmarks/results/<name>]
 
-For each activation-range method (ONNX Runtime ``quantize_static``, QDQ, per-channel symmetric
-int8 weights, symmetric int8 activations; deploy/quantize.py's settings) and for the bundle's
+For each activation-range method of :data:`deploy.quantize.CALIBRATION_METHODS` (ONNX Runtime
+``quantize_static``, QDQ, per-channel symmetric int8 weights, symmetric int8 activations, through
+the deploy stage's own :func:`deploy.quantize.quantize_prepared`) and for the bundle's
 calibration samples (all of them, and the first N for each ``--subsets`` N), the INT8 model is
 built in a temporary folder and measured with the bundle's task metric on its held-out samples,
-next to the fp32 model's. Methods: ``minmax`` (range over every batch), ``minmax_moving_average``
-(moving average of the per-batch ranges, constant 0.01), ``percentile_99.99``/``99.999`` (ORT
-histogram percentile) and ``entropy`` (KL). Nothing in the bundle is changed.
+next to the fp32 model's. Nothing in the bundle is changed.
 """
 
 from __future__ import annotations
@@ -22,30 +21,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import header_line, load_average, report_header, write_report  # noqa: E402
-
-METHODS = {  # name -> (ORT CalibrationMethod name, extra_options)
-    "minmax": ("MinMax", {}),
-    "minmax_moving_average": ("MinMax", {"CalibMovingAverage": True}),
-    "percentile_99.99": ("Percentile", {"CalibPercentile": 99.99}),
-    "percentile_99.999": ("Percentile", {"CalibPercentile": 99.999}),
-    "entropy": ("Entropy", {}),
-}
+from deploy.quantize import CALIBRATION_METHODS, quantize_prepared  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--subsets", type=int, nargs="*", default=[2], help="also calibrate on the first N samples")
-    ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="*", default=list(CALIBRATION_METHODS), choices=list(CALIBRATION_METHODS))
     ap.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/results/<bundle name>)")
     args = ap.parse_args()
 
     import onnxruntime  # noqa: PLC0415
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: PLC0415
     from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
 
     from deploy.bundle import load_bundle  # noqa: PLC0415
-    from deploy.quantize import FeedsCalibrationReader  # noqa: PLC0415
     from deploy.runtime import OrtEngine, split_batches  # noqa: PLC0415
     from deploy.tasks import adapter_for  # noqa: PLC0415
 
@@ -64,13 +54,9 @@ def main() -> None:
         quant_pre_process(str(bundle.model_path("fp32")), str(prepared))
         for subset, feeds in subsets.items():
             for method in args.methods:
-                ort_method, extra = METHODS[method]
                 dst = Path(tmp) / f"{method}.onnx"
                 t0 = time.perf_counter()
-                quantize_static(str(prepared), str(dst), FeedsCalibrationReader(feeds), quant_format=QuantFormat.QDQ,
-                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                                calibrate_method=getattr(CalibrationMethod, ort_method),
-                                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, **extra})
+                quantize_prepared(prepared, dst, feeds, method)
                 seconds = time.perf_counter() - t0
                 value = adapter.metric(OrtEngine(dst).run, held)["value"]
                 rows.append({"calibration": subset, "method": method, "metric": value, "drop": fp32_value - value,

@@ -9,9 +9,10 @@
   int8 activations (TensorRT requires zero points of 0), calibrated on the bundle's
   ``data/calibration`` samples (*training* data), never the held-out ones, with the task
   adapter's ``int8_calibration``: ``minmax`` (the range over every calibration batch) or
-  ``minmax_moving_average`` (a moving average of the per-batch ranges, constant 0.01, ORT's
-  ``CalibMovingAverage``; less hostage to one outlier batch: on CALICO's lidar BEV bundle it
-  cost 0.8 mIoU where the plain range over 16 scans cost 2.6, ``benchmarks/int8_calibration.py``).
+  ``minmax_moving_average`` (ORT's ``CalibMovingAverage``: the mean over the calibration batches
+  of each batch's min and max, less hostage to one outlier batch: on CALICO's lidar BEV bundle
+  it cost 0.8 mIoU where the plain range over 16 scans cost 2.6, ``benchmarks/int8_calibration.py``),
+  ``percentile_99.99`` / ``percentile_99.999`` (histogram percentile) or ``entropy`` (KL).
   References: https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html
   (``quantize_static``, ``QuantFormat.QDQ``, ``CalibrationDataReader``) and the TensorRT
   developer guide, "Explicit Quantization" (Q/DQ networks; TensorRT 10.1+ deprecates the
@@ -113,7 +114,14 @@ class FeedsCalibrationReader(CalibrationDataReader):
         self._next = 0
 
 
-CALIBRATION_METHODS = {"minmax": {}, "minmax_moving_average": {"CalibMovingAverage": True}}
+# name -> (onnxruntime CalibrationMethod, extra_options)
+CALIBRATION_METHODS: dict[str, tuple[str, dict]] = {
+    "minmax": ("MinMax", {}),
+    "minmax_moving_average": ("MinMax", {"CalibMovingAverage": True}),
+    "percentile_99.99": ("Percentile", {"CalibPercentile": 99.99}),
+    "percentile_99.999": ("Percentile", {"CalibPercentile": 99.999}),
+    "entropy": ("Entropy", {}),
+}
 
 
 def quantize_int8(src: Path, dst: Path, calibration_feeds: list[dict[str, np.ndarray]],
@@ -130,18 +138,20 @@ def quantize_int8(src: Path, dst: Path, calibration_feeds: list[dict[str, np.nda
         # ORT's recommended pre-processing: shape inference + graph optimisation before QDQ insertion.
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared))
-        _quantize_prepared(prepared, dst, calibration_feeds, calibration)
+        quantize_prepared(prepared, dst, calibration_feeds, calibration)
 
 
-def _quantize_prepared(src: Path, dst: Path, calibration_feeds: list[dict[str, np.ndarray]],
-                       calibration: str = "minmax") -> None:
+def quantize_prepared(src: Path, dst: Path, calibration_feeds: list[dict[str, np.ndarray]],
+                      calibration: str = "minmax") -> None:
+    """:func:`quantize_int8` of a model already through ORT's ``quant_pre_process`` (a benchmark that tries several
+    calibrations prepares once)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: PLC0415
 
     quantize_static(
         str(src), str(dst), FeedsCalibrationReader(calibration_feeds),
         quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        per_channel=True, calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, **CALIBRATION_METHODS[calibration]},
+        per_channel=True, calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[calibration][0]),
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, **CALIBRATION_METHODS[calibration][1]},
     )
 
 

@@ -72,7 +72,7 @@ BEV_CLASSES: tuple[str, ...] = (
 DRIVABLE, SIDEWALK, TERRAIN_VEGETATION, VEHICLE, PEDESTRIAN, STATIC_OBSTACLE = range(len(BEV_CLASSES))
 IGNORE_ID = 255
 VALID_IDS: frozenset[int] = frozenset(range(len(BEV_CLASSES))) | {IGNORE_ID}
-# RGB of each class for pictures (BEV_CLASSES order; Cityscapes-like colours), then of IGNORE_ID (black).
+# RGB of each class for pictures (BEV_CLASSES order; Cityscapes-like colours); bev_rgb draws IGNORE_ID black.
 BEV_PALETTE = np.array([[128, 64, 128], [244, 35, 232], [107, 142, 35], [0, 0, 142], [220, 20, 60], [190, 153, 153]],
                        np.uint8)
 

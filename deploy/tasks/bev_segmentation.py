@@ -42,6 +42,8 @@ INPUT_NAMES = ("pillar_points", "pillar_mask", "cell_index")
 OUTPUT_NAME = "logits"
 SCAN_SUFFIXES = (".pcd.bin", ".bin", ".pcd", ".ply")
 DEPLOYED_GRAPH = "pillar encoder -> gather to the BEV grid -> BEV CNN -> Conv1x1(linear probe) -> per-cell logits"
+
+
 def _save_png(path: Path, labels: np.ndarray) -> None:
     from PIL import Image  # noqa: PLC0415
 

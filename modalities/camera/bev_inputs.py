@@ -13,8 +13,8 @@ Frame file (``<name>.frame.json``, what ``edgedistill infer`` reads for a camera
                   "K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],          # of the image as stored
                   "T_cam_from_lidar": [[...4 x 4...]]}, ...]}          # LIDAR_TOP frame -> camera
 
-Every channel of the spec must be present (extra ones are ignored); the image size is read from
-the file. The geometry depends only on the calibration: :class:`GeometryCache` keeps the last one,
+Every channel of the spec must be present, once (other channels are ignored, unchecked); K is
+that of the image as stored, whose size is read from the file. The geometry depends only on the calibration: :class:`GeometryCache` keeps the last one,
 so a robot with a fixed rig computes it once.
 """
 
@@ -75,11 +75,12 @@ def lift_geometry(
     """Where every BEV cell centre, at every height, falls in every camera; numpy only.
 
     Args:
-        cameras: per camera (K (3, 3), T_cam_from_lidar (4, 4), width, height) of the
-            ORIGINAL image (``nuscenes_tables.CameraView``: K, T_cam_from_lidar, width, height).
+        cameras: per camera (K (3, 3), T_cam_from_lidar (4, 4), width, height), K of an image of that
+            size (the image as stored, before the network's resize).
         grid: the BEV grid (cell centres from ``grid.cell_centers_lidar()``).
         image_hw: (H, W) the network's input size; every image is resized to it edge to edge
-            (see the module docstring). The result does not depend on it under that resize;
+            (edges to edges, as PIL, OpenCV and ``F.interpolate(align_corners=False)`` resize:
+            :mod:`modalities.camera.bev_lift` explains why). The result does not depend on it;
             it is checked (positive, multiples of ``IMAGE_MULTIPLE``) so that a geometry is
             never paired with a size the network rejects.
         heights_m: the Z sampling heights, lidar-frame z in metres (LIDAR_TOP is ~1.8 m
@@ -151,7 +152,8 @@ class GeometryCache:
 
 
 def camera_bev_feeds(image_paths: Sequence[str | Path], calibrations: Sequence[tuple[np.ndarray, np.ndarray]],
-                     spec: CameraBevSpec, geometry: GeometryCache | None = None) -> dict[str, np.ndarray]:
+                     spec: CameraBevSpec, geometry: GeometryCache | None = None,
+                     calibrated_sizes: Sequence[tuple[int, int]] | None = None) -> dict[str, np.ndarray]:
     """The camera student's feeds of one frame, without the batch dimension.
 
     Args:
@@ -159,6 +161,9 @@ def camera_bev_feeds(image_paths: Sequence[str | Path], calibrations: Sequence[t
         calibrations: (K (3, 3) of the image as stored, T_cam_from_lidar (4, 4)) per camera, same order.
         spec: the student's input spec.
         geometry: a cache to reuse the lift geometry of a fixed rig (None: computed for this frame).
+        calibrated_sizes: (width, height) each K was calibrated at (a nuScenes table's), checked against the
+            stored image (a DataError naming the file otherwise: K at the wrong size projects to the wrong
+            pixels without another symptom). None: K is taken to be that of the image as stored (frame files).
 
     Returns:
         ``images`` (n, 3, H, W) float32 in [0, 1] (each image resized edge to edge to ``spec.image_hw``),
@@ -168,7 +173,11 @@ def camera_bev_feeds(image_paths: Sequence[str | Path], calibrations: Sequence[t
         raise ValueError(f"need one image and one calibration per camera {list(spec.cameras)}, got "
                          f"{len(image_paths)} images and {len(calibrations)} calibrations")
     resized = [read_resized(p, spec.image_hw) for p in image_paths]
-    images = np.stack([rgb for rgb, _ in resized]).astype(np.float32) * np.float32(1.0 / 255.0)
+    for p, (_, stored), calibrated in zip(image_paths, resized, calibrated_sizes or [None] * len(resized)):
+        if calibrated is not None and tuple(stored) != tuple(int(v) for v in calibrated):
+            raise DataError(p, f"image is {stored[0]} x {stored[1]} pixels but its calibration is for "
+                               f"{calibrated[0]} x {calibrated[1]}")
+    images = np.stack([rgb for rgb, _ in resized]).astype(np.float32) / np.float32(255.0)
     cams = [(K, T, w, h) for (K, T), (_, (w, h)) in zip(calibrations, resized)]
     sample_grid, valid = (geometry or lift_geometry)(cams, spec.grid, spec.image_hw, spec.heights_m)
     return {"images": np.ascontiguousarray(images.transpose(0, 3, 1, 2)), "sample_grid": sample_grid, "valid": valid}
@@ -184,23 +193,29 @@ def read_frame(path: str | Path, channels: Sequence[str]) -> list[FrameCamera]:
         raise DataError(p, f"not a JSON camera frame file: {e}") from e
     if not isinstance(doc, dict) or doc.get("format") != FRAME_FORMAT or not isinstance(doc.get("cameras"), list):
         raise DataError(p, f'not a camera frame file: expected {{"format": "{FRAME_FORMAT}", "cameras": [...]}}')
+    entries = doc["cameras"]
+    names = [str(c.get("channel")) if isinstance(c, dict) else None for c in entries]
+    duplicated = sorted({n for n in names if n is not None and names.count(n) > 1})
+    if duplicated:
+        raise DataError(p, f"cameras {duplicated} appear more than once")
+    missing = [c for c in channels if c not in names]
+    if missing:
+        raise DataError(p, f"missing cameras {missing}: the model needs {list(channels)}, the frame has "
+                           f"{sorted(n for n in names if n is not None)}")
     by_channel = {}
-    for i, cam in enumerate(doc["cameras"]):
+    for ch in channels:  # only the cameras the model reads are checked; others are ignored
+        i = names.index(ch)
+        cam = entries[i]
         try:
-            by_channel[str(cam["channel"])] = FrameCamera(
-                str(cam["channel"]), p.parent / str(cam["image"]),
-                check_intrinsics(np.asarray(cam["K"], np.float64), f"cameras[{i}].K"),
-                np.asarray(cam["T_cam_from_lidar"], np.float64))
+            K = check_intrinsics(np.asarray(cam["K"], np.float64), f"cameras[{i}].K")
+            T = np.asarray(cam["T_cam_from_lidar"], np.float64)
+            image = p.parent / str(cam["image"])
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(p, f"cameras[{i}]: {e!r} (each camera needs channel, image, K 3x3, "
                                "T_cam_from_lidar 4x4)") from e
-    missing = [c for c in channels if c not in by_channel]
-    if missing:
-        raise DataError(p, f"missing cameras {missing}: the model needs {list(channels)}, the frame has "
-                           f"{sorted(by_channel)}")
-    for cam in by_channel.values():
-        if cam.T_cam_from_lidar.shape != (4, 4) or not np.all(np.isfinite(cam.T_cam_from_lidar)):
-            raise DataError(p, f"{cam.channel}: T_cam_from_lidar must be a finite 4x4 matrix")
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise DataError(p, f"{ch}: T_cam_from_lidar must be a finite 4x4 matrix")
+        by_channel[ch] = FrameCamera(ch, image, K, T)
     return [by_channel[c] for c in channels]
 
 

@@ -129,7 +129,8 @@ def camera_inputs(views: list[CameraView], grid, image_hw: tuple[int, int], heig
     from modalities.camera.bev_inputs import CameraBevSpec, camera_bev_feeds  # noqa: PLC0415
 
     spec = CameraBevSpec(tuple(v.channel for v in views), tuple(image_hw), tuple(heights_m), grid)
-    return camera_bev_feeds([v.image_path for v in views], [(v.K, v.T_cam_from_lidar) for v in views], spec)
+    return camera_bev_feeds([v.image_path for v in views], [(v.K, v.T_cam_from_lidar) for v in views], spec,
+                            calibrated_sizes=[(v.width, v.height) for v in views])
 
 
 def student_feeds(kind: str, input_spec: dict, lidar_path: str | Path, cameras: tuple[CameraView, ...],

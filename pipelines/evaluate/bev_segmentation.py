@@ -37,8 +37,8 @@ from .config import EvaluateConfig
 from .protocols import precise_batchnorm
 
 CELLS_PER_SCAN = 4096
-# INT8 calibration needs inputs, not labels: a deployed model calibrates on up to this many training scans
-# (its probe's labelled scans first), however few labels the probe had.
+# INT8 calibration needs inputs, not labels: a deployed model calibrates on this many training scans (its
+# probe's labelled scans first, then others spread over the training scenes), however few labels the probe had.
 CALIBRATION_SCANS = 16
 
 
@@ -129,8 +129,10 @@ class PreparedBevStudent:
             if init == "distilled":
                 self.distilled = net  # BatchNorm recalibrated: the backbone of the saved probe models
             rng = np.random.default_rng(task.seed)
-            train = [_cells(net, f, y, task.centers, grid, rng, CELLS_PER_SCAN)[:2]
+            train = [_cells(net, f, y, task.centers, grid, rng, CELLS_PER_SCAN)
                      for f, (_, y) in zip(feeds["train"], task.train)]
+            self.train_cells = [keep for _, _, keep in train]  # label-grid cells of each training scan's features
+            train = [(x, y) for x, y, _ in train]
             test = [_cells(net, f, y, task.centers, grid, None, None) for f, (_, y) in zip(feeds["test"], task.test)]
             self.features[init] = (train, (torch.cat([x for x, _, _ in test]), torch.cat([y for _, y, _ in test])))
             self.test_cells = [keep for _, _, keep in test]  # label-grid cells of each held-out scan, in order
@@ -189,10 +191,11 @@ class PreparedBevStudent:
                 entry["lidar"] = str(Path(r.lidar_path).resolve())
             return entry
 
-        labelled = set(int(i) for i in idx)  # the probe's labelled scans first, then others spread over the scenes
-        others = [p for i, p in enumerate(t.train) if i not in labelled]
+        labelled = [int(i) for i in idx][:CALIBRATION_SCANS]  # the probe's labelled scans first, then others
+        chosen = set(labelled)
+        others = [p for i, p in enumerate(t.train) if i not in chosen]  # spread over the scenes
         extra = max(0, min(len(others), CALIBRATION_SCANS - len(labelled)))
-        calibration = [t.train[i] for i in idx] + [others[int(j)] for j in np.linspace(0, len(others) - 1, extra)]
+        calibration = [t.train[i] for i in labelled] + [others[int(j)] for j in np.linspace(0, len(others) - 1, extra)]
         atomic_write_json(folder / f"{name}.json", {
             "format": 2, "task": "camera_bev_segmentation" if camera else "bev_segmentation", "distill_stage": stage,
             "student_record": self.record,
@@ -215,14 +218,13 @@ class FusedBevStudents:
 
     def __init__(self, students: list[PreparedBevStudent], name: str):
         self.students = students
-        for init in ("distilled", "random"):
-            first, *rest = [s.features[init] for s in students]
-            for other in rest:
-                same = len(first[0]) == len(other[0]) and all(
-                    torch.equal(a[1], b[1]) for a, b in zip(first[0], other[0])) and torch.equal(first[1][1], other[1][1])
-                if not same:
-                    raise ValueError(f"fused {name}: the students read different label cells (different BEV grids); "
-                                     "a fused head needs the same grid for every student")
+        first, *rest = students
+        for other in rest:
+            same = all(len(a) == len(b) and np.array_equal(a, b) for a, b in zip(
+                first.train_cells + first.test_cells, other.train_cells + other.test_cells, strict=True))
+            if not same:
+                raise ValueError(f"fused {name}: the students read different label cells (different BEV grids); "
+                                 "a fused head needs the same grid for every student")
 
     def prediction_map(self, predicted: np.ndarray) -> np.ndarray:
         return self.students[0].prediction_map(predicted)  # the same cells for every student (checked)

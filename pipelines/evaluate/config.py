@@ -69,6 +69,11 @@ class EvaluateConfig(StageConfig):
         for student in self.students:
             if pipeline.stage_config(student).student_kind() is None:
                 raise ValueError(f"stages.{name}.students: stage {student!r} trains no student")
+        for entry in self.fused:
+            kinds = [pipeline.stage_config(s).student_kind() for s in entry]
+            if any(k not in FUSABLE_STUDENTS for k in kinds):
+                raise ValueError(f"stages.{name}.fused: {entry} trains {kinds}; fused heads exist for "
+                                 f"{list(FUSABLE_STUDENTS)} students (the BEV task)")
         if self.fused and not set(self.protocols) - {"finetune"}:
             raise ValueError(f"stages.{name}.fused: fused heads are evaluated on frozen features; add linear_probe "
                              "or svm to protocols")
@@ -90,6 +95,8 @@ class EvaluateConfig(StageConfig):
         return [f for f in self.label_fractions if wanted is None or f in wanted]
 
 
+# Students whose evaluation task reads features side by side in a fused head (the BEV task's fuse()).
+FUSABLE_STUDENTS = ("pillar_bev", "camera_bev")
 # Students whose deployable model is saved by the linear-probe protocol (the BEV task's save_probe).
 PROBE_DEPLOYED_STUDENTS = ("pillar_bev", "camera_bev")
 

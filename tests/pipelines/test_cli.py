@@ -40,4 +40,5 @@ def test_console_log_follows_the_current_stderr(monkeypatch):
     first.close()
     monkeypatch.setattr("sys.stderr", second)
     logging.getLogger("edgedistill.test").info("after the swap")
-    assert "after the swap" in second.getvalue()
+    out = second.getvalue()
+    assert "INFO edgedistill.test: after the swap" in out and "Logging error" not in out

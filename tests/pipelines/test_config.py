@@ -130,3 +130,5 @@ def test_fused_heads_must_name_evaluated_students_and_a_frozen_feature_protocol(
         load_config("tests/configs/calico_tiny.yaml", ["stages.evaluate.fused=[[prc,prc]]"])
     with pytest.raises(ConfigError, match=r"fused heads are evaluated on frozen features"):
         load_config("tests/configs/calico_tiny.yaml", ["stages.evaluate.protocols=[finetune]"])
+    with pytest.raises(ConfigError, match=r"fused heads exist for \['pillar_bev', 'camera_bev'\] students"):
+        load_config("configs/demo.yaml", ["stages.evaluate.fused=[[slidr_sparse,slidr_range]]"])

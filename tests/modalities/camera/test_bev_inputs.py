@@ -19,10 +19,23 @@ from modalities.camera.bev_inputs import (
     write_frame,
 )
 from modalities.errors import DataError
-from tests.modalities.camera.test_bev_lift import BACK, FRONT
 
-W, H = 160, 90  # stored images; FRONT/BACK are 1600 x 900 cameras: K scaled to the stored size
-K_SMALL = FRONT[0] * np.array([[0.1], [0.1], [1.0]])
+W, H = 160, 90  # stored images
+K_SMALL = np.array([[80.0, 0.0, 79.95], [0.0, 80.0, 44.95], [0.0, 0.0, 1.0]])
+
+
+def _T(yaw_deg: float, center) -> np.ndarray:
+    """T_cam_from_lidar of a level camera at ``center`` looking along lidar +y turned by ``yaw_deg`` about z."""
+    a = np.deg2rad(yaw_deg)
+    Rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    R = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]) @ Rz.T  # camera x right, y down, z forward
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, -R @ np.asarray(center, float)
+    return T
+
+
+FRONT = (K_SMALL, _T(0.0, [0.0, 0.0, 1.5]))
+BACK = (K_SMALL, _T(180.0, [0.0, -1.0, 1.5]))
 GRID = BevGridSpec(x_range_m=(-4.0, 4.0), y_range_m=(-8.0, 8.0), cell_size_m=0.5)
 SPEC = CameraBevSpec(("CAM_FRONT", "CAM_BACK"), (32, 64), (-1.0, 0.0), GRID)
 
@@ -50,6 +63,7 @@ def test_frame_round_trip_in_network_order(tmp_path):
     (lambda d: d["cameras"].pop(0), r"missing cameras \['CAM_BACK'\]"),
     (lambda d: d["cameras"][1].update(K=[[1, 0, 0], [0, 1, 0]]), r"cameras\[1\]"),
     (lambda d: d["cameras"][1].pop("image"), r"cameras\[1\].*channel, image"),
+    (lambda d: d["cameras"].append(dict(d["cameras"][1])), r"cameras \['CAM_FRONT'\] appear more than once"),
     (lambda d: d["cameras"][0].update(T_cam_from_lidar=[[1, 0], [0, 1]]), "CAM_BACK: T_cam_from_lidar"),
 ])
 def test_bad_frame_files_name_the_file_and_the_problem(tmp_path, edit, match):
@@ -85,6 +99,17 @@ def test_feeds_resize_every_image_and_use_the_stored_size_for_the_geometry(tmp_p
     assert valid[0].sum() > 0 and valid[1].sum() > 0  # both cameras see part of the grid
 
 
+def test_an_unread_camera_is_not_checked_and_a_calibration_of_another_size_is_refused(tmp_path):
+    path = _frame(tmp_path)
+    doc = json.loads(path.read_text())
+    doc["cameras"][2]["K"] = "not a matrix"  # CAM_EXTRA: the model does not read it
+    path.write_text(json.dumps(doc))
+    cams = read_frame(path, SPEC.cameras)
+    with pytest.raises(DataError, match=r"CAM_BACK.png: image is 160 x 90 pixels but its calibration is for 1600 x 900"):
+        camera_bev_feeds([c.image_path for c in cams], [(c.K, c.T_cam_from_lidar) for c in cams], SPEC,
+                         calibrated_sizes=[(W, H), (1600, 900)])
+
+
 def test_geometry_cache_reuses_a_fixed_rig_and_recomputes_when_it_moves():
     cache = GeometryCache()
     rig = [(K_SMALL, FRONT[1], W, H), (K_SMALL, BACK[1], W, H)]
@@ -96,4 +121,6 @@ def test_geometry_cache_reuses_a_fixed_rig_and_recomputes_when_it_moves():
     T[0, 3] += 0.5
     second = cache([(K_SMALL, T, W, H), rig[1]], GRID, (32, 64), (0.0,))
     assert second is not first and not np.array_equal(second[0], first[0])
-    assert cache(rig, GRID, (32, 64), (0.5,)) is not second  # another height list: recomputed
+    third = cache(rig, GRID, (32, 64), (0.0,))
+    higher = cache(rig, GRID, (32, 64), (0.5,))  # the same rig, another height list: recomputed
+    assert higher is not third and not np.array_equal(higher[0], third[0])
