@@ -69,9 +69,14 @@ def render_report(meta: dict) -> str:
         lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(classes, conf, strict=True)]
     if "int8" in meta["precisions"]:
         q = meta["precisions"]["int8"]
-        lines += ["", f"INT8: explicit QDQ ({q.get('method')}), calibrated on {q.get('calibration_samples')} labelled "
+        kept = q.get("float_nodes") or []
+        agree = q.get("calibration_agreement") or {}
+        lines += ["", f"INT8: explicit QDQ ({q.get('method')}), calibrated on {q.get('calibration_samples')} "
                   f"training samples (never the held-out ones); drop {_fmt(fp32 - q['heldout_metric'])} points "
-                  f"(target <= 2)."]
+                  f"(target <= 2)."
+                  + (f" Kept in float, the most INT8-sensitive: {', '.join(f'`{n}`' for n in kept)} (class agreement "
+                     f"with fp32 on the calibration samples {agree['with_fallback']:.3f}, all int8 "
+                     f"{agree['all_int8']:.3f})." if kept else "")]
     if "bench" in meta:
         lines += ["", f"Benchmark: see `{meta['bench']['markdown']}` ({meta['bench']['machine']})."]
     return "\n".join(lines) + "\n"

@@ -32,6 +32,7 @@ class TaskAdapter(ABC):
     kind: str = ""
     sample_noun: str = "sample"  # what one input is called in reports ("scan", "clip")
     int8_calibration: str = "minmax"  # activation ranges of INT8 (deploy.quantize.CALIBRATION_METHODS)
+    int8_float_fallback: int = 0  # convolutions kept in float, the most INT8-sensitive (deploy.quantize)
 
     def __init__(self, metadata: dict, bundle_dir: Path | None = None):
         self.meta = metadata

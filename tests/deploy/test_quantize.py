@@ -139,3 +139,37 @@ def test_moving_average_calibration_is_less_hostage_to_one_outlier_batch(tmp_pat
     assert scales["minmax_moving_average"] < 0.3 * scales["minmax"]
     with pytest.raises(ValueError, match="calibration: unknown 'kl'"):
         quantize_int8(src, tmp_path / "x.onnx", feeds, "kl")
+
+
+def test_float_fallback_keeps_the_convolution_whose_quantization_flips_the_classes(tmp_path):
+    """Conv B adds three small class differences (~0.1) to one large shared logit (~50): an int8 output at a 50/127
+    step erases them, so all-int8 classes are near-constant. The sensitivity analysis on the calibration feeds must
+    rank B first, and keeping it in float must bring the classes back to fp32's."""
+    from onnx import helper
+
+    from deploy.quantize import float_fallback_nodes, quantize_int8
+
+    a_w = np.zeros((4, 3, 1, 1), np.float32)
+    a_w[0, 0] = a_w[1, 1] = a_w[2, 2] = 1.0
+    a_b = np.array([0.0, 0.0, 0.0, 50.0], np.float32)
+    b_w = np.zeros((3, 4, 1, 1), np.float32)
+    b_w[:, 3] = 1.0
+    b_w[0, 0] = b_w[1, 1] = b_w[2, 2] = 0.05
+    inits = [onnx.numpy_helper.from_array(v, n) for n, v in (("aw", a_w), ("ab", a_b), ("bw", b_w))]
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "aw", "ab"], ["a"], name="A"),
+                               helper.make_node("Conv", ["a", "bw"], ["logits"], name="B")],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 8, 8])], inits)
+    src = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+
+    ranked = float_fallback_nodes(src, src, feeds, "minmax", tmp_path)
+    assert [r["node"] for r in ranked][0] == "B" and ranked[0]["agreement"] > ranked[0]["all_int8"] + 0.3
+    info = quantize_int8(src, tmp_path / "q.onnx", feeds, "minmax", float_fallback=1)
+    assert info["float_nodes"] == ["B"]
+    assert info["calibration_agreement"]["with_fallback"] > 0.8 and info["calibration_agreement"]["all_int8"] < 0.5
+    fp32, q = OrtEngine(src), OrtEngine(tmp_path / "q.onnx")
+    x = {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}  # a new input: the classes still match
+    assert np.mean(fp32.run(x)["logits"].argmax(1) == q.run(x)["logits"].argmax(1)) > 0.8

@@ -69,6 +69,8 @@ def test_calico_tiny_pipeline(tmp_path):
                 and r["label_fraction"] == 1.0 and r["run"] == 0)
     assert abs(dep["miou_fp32"] - run0) < 0.5 and abs(side["metric_heldout"]["value"] - run0) < 1e-9
     assert {"miou_fp16", "miou_int8"} <= set(dep)
+    int8 = json.loads((run_dir / "deploy" / "prc_100pct" / "metadata.json").read_text())["precisions"]["int8"]
+    assert len(int8["float_nodes"]) == 1 and int8["float_nodes"][0].endswith("Conv")  # the most sensitive one
     # The camera student deploys too: frames (images + calibration) in the bundle, parity, the probe's mIoU.
     side = json.loads((run_dir / "evaluate" / "models" / "rad_100pct.json").read_text())
     assert side["task"] == "camera_bev_segmentation" and len(side["calibration_samples"]) == 3
