@@ -11,8 +11,8 @@ setup-dev:
 demo: setup
 	.venv/bin/edgedistill run configs/demo.yaml
 
-# The demo, then the CALICO pipeline (configs/calico.yaml, ~28 more minutes on 2 cores: too long for
-# the 15-minute demo).
+# The demo, then the CALICO pipeline (configs/calico.yaml, about an hour more on 2 cores with its alpha
+# ablation: too long for the 15-minute demo).
 demo-all: demo
 	.venv/bin/edgedistill run configs/calico.yaml
 
