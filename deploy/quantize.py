@@ -142,27 +142,31 @@ def quantize_int8(src: Path, dst: Path, calibration_feeds: list[dict[str, np.nda
         # ORT's recommended pre-processing: shape inference + graph optimisation before QDQ insertion.
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared))
-        info: dict = {"float_nodes": []}
+        float_nodes, info = [], {}
         if float_fallback:
             ranked = float_fallback_nodes(src, prepared, calibration_feeds, calibration, Path(tmp))
-            info = {"float_nodes": [r["node"] for r in ranked[:float_fallback]],
-                    "calibration_agreement": {"all_int8": ranked[0]["all_int8"],
-                                              "with_fallback": None}}
-        quantize_prepared(prepared, dst, calibration_feeds, calibration, info["float_nodes"])
+            float_nodes = [r["node"] for r in ranked[:float_fallback]]
+        quantize_prepared(prepared, dst, calibration_feeds, calibration, float_nodes)
         if float_fallback:
-            info["calibration_agreement"]["with_fallback"] = _agreement(src, dst, calibration_feeds)
-        return info
+            info["calibration_agreement"] = {"all_int8": ranked[0]["all_int8"],
+                                             "with_fallback": _agreement(_outputs(src, calibration_feeds), dst,
+                                                                         calibration_feeds)}
+        return {"float_nodes": float_nodes, **info}
 
 
-def _agreement(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]]) -> float:
-    """Mean over ``feeds`` and outputs of the fraction of positions whose class (argmax over axis 1, the class axis
-    of every deployed head here) is the fp32 model's."""
+def _outputs(model: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The named outputs of ``model`` (ONNX Runtime) on every feed."""
     from .runtime import OrtEngine  # noqa: PLC0415
 
-    ref, q = OrtEngine(fp32), OrtEngine(quantized)
+    engine = OrtEngine(model)
+    return [engine.run(f) for f in feeds]
+
+
+def _agreement(reference: list[dict[str, np.ndarray]], quantized: Path, feeds: list[dict[str, np.ndarray]]) -> float:
+    """Mean over ``feeds`` and outputs of the fraction of positions whose class (argmax over axis 1, the class axis
+    of every deployed head here) is the one of ``reference`` (the fp32 model's outputs on the same feeds)."""
     scores = []
-    for f in feeds:
-        a, b = ref.run(f), q.run(f)
+    for a, b in zip(reference, _outputs(quantized, feeds), strict=True):
         scores += [float(np.mean(a[k].argmax(axis=1) == b[k].argmax(axis=1))) for k in a]
     return float(np.mean(scores))
 
@@ -182,13 +186,14 @@ def float_fallback_nodes(fp32: Path, prepared: Path, feeds: list[dict[str, np.nd
     import onnx  # noqa: PLC0415
 
     convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv" and n.name]
+    reference = _outputs(fp32, feeds)  # once: every candidate is compared with the same fp32 outputs
     probe = tmp / "fallback_probe.onnx"
     quantize_prepared(prepared, probe, feeds, calibration)
-    base = _agreement(fp32, probe, feeds)
+    base = _agreement(reference, probe, feeds)
     ranked = []
     for name in convs:
         quantize_prepared(prepared, probe, feeds, calibration, [name])
-        ranked.append({"node": name, "agreement": _agreement(fp32, probe, feeds), "all_int8": base})
+        ranked.append({"node": name, "agreement": _agreement(reference, probe, feeds), "all_int8": base})
         log.info("int8 sensitivity: %s kept in float -> class agreement %.3f (all int8 %.3f)", name,
                  ranked[-1]["agreement"], base)
     return sorted(ranked, key=lambda r: -r["agreement"])

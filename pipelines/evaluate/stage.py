@@ -56,7 +56,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
         C = task.num_classes
         top_k = getattr(task, "top_k", None)
         if len(parts) == 1:
-            student = kept.get(stage) or task.student(record, ctx.inputs[stage])
+            student = task.student(record, ctx.inputs[stage])
             if stage in fused_parts:
                 kept[stage] = student
         else:
