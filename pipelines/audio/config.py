@@ -71,6 +71,13 @@ class MultiCropConfig(StrictModel):
     # Crops start where the window is at least as loud as the median window (pipelines.audio.data.crop_frames):
     # a short crop of a mostly silent clip then still holds speech.
     focus: bool = True
+    # Per-view acoustics (pipelines.audio.data module docstring): without them every view of a clip shares its
+    # noise colour, level, room and voice, which DINO can agree on instead of the word.
+    time_stretch: float = Field(default=0.0, ge=0, lt=1)  # rate in [1/(1+s), 1+s]
+    freq_warp: float = Field(default=0.0, ge=0, lt=1)  # mel-axis warp factor in [1/(1+w), 1+w]
+    tilt_db: float = Field(default=0.0, ge=0)  # equaliser: tilt +-tilt_db across the band plus a smooth curve
+    noise_prob: float = Field(default=0.0, ge=0, le=1)  # probability of synthetic coloured noise
+    noise_snr_db: tuple[float, float] = (0.0, 20.0)
 
 
 class DinoConfig(TrainStageConfig):

@@ -14,11 +14,27 @@ Views are made on the log-mel, per clip, in numpy (cheap at 64 x ~100):
 * with probability ``noise_mix``, another clip added at -10..-20 dB in the power domain
   (``logaddexp``: exact for the sum of powers, which is what uncorrelated sounds give on average);
 * the dataset normalisation, then SpecAugment masks filled with 0 (the normalised mean).
+
+Optional per-view *acoustic* augmentations (off unless set; DINO's views use them): every
+view of a clip otherwise shares the clip's background-noise colour and level, room and
+voice, and self-distillation can agree on those instead of on the word. Each view then gets
+its own
+
+* time stretch by r ~ U(1/(1+s), 1+s) (linear interpolation of the frames, before the crop);
+* vocal-tract-length-style frequency warp: the mel axis resampled by a ~ U(1/(1+w), 1+w)
+  (Jaitly & Hinton, "Vocal Tract Length Perturbation", ICML WS 2013, here on the mel axis);
+* equaliser: a random spectral tilt of +-``tilt_db`` dB across the band plus a smooth
+  random curve (two cosines across the mel axis), added to the log power;
+* synthetic background noise with probability ``noise_prob``: power spectral density
+  ~ 1/f^e, e ~ U(0, 2) (white .. brown), through the spec's own mel filterbank (the exact
+  expected band power), Gamma-distributed per time-frequency cell, at an SNR ~
+  U(``noise_snr_db``) relative to the view's mean mel power, added in the power domain.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,13 +176,82 @@ class ViewParams:
     freq_mask: int = 8
     time_mask: int = 10
     focus: bool = False  # crops favour the louder half of the clip (crop_frames)
+    # Acoustic augmentations (module docstring); 0 / None = off.
+    time_stretch: float = 0.0
+    freq_warp: float = 0.0
+    tilt_db: float = 0.0
+    noise_prob: float = 0.0
+    noise_snr_db: tuple[float, float] = (0.0, 20.0)
+
+
+def stretch_time(m: np.ndarray, rate: float) -> np.ndarray:
+    """(n_mels, T) -> (n_mels, round(T * rate)): the frames linearly interpolated (rate > 1 slows the clip down)."""
+    T = m.shape[1]
+    n = max(1, int(round(T * rate)))
+    pos = np.linspace(0.0, T - 1.0, n)
+    i0 = np.floor(pos).astype(np.int64)
+    i1 = np.minimum(i0 + 1, T - 1)
+    f = (pos - i0).astype(np.float32)
+    return m[:, i0] * (1.0 - f) + m[:, i1] * f
+
+
+def warp_frequency(v: np.ndarray, factor: float) -> np.ndarray:
+    """Mel bin k of the result reads bin k / factor of ``v`` (linear interpolation, edge bins held)."""
+    M = v.shape[0]
+    pos = np.clip(np.arange(M, dtype=np.float64) / factor, 0.0, M - 1.0)
+    i0 = np.floor(pos).astype(np.int64)
+    i1 = np.minimum(i0 + 1, M - 1)
+    f = (pos - i0).astype(np.float32)[:, None]
+    return v[i0] * (1.0 - f) + v[i1] * f
+
+
+def equaliser_db(n_mels: int, tilt_db: float, rng: np.random.Generator) -> np.ndarray:
+    """(n_mels, 1) random gain curve in dB: a tilt in +-tilt_db plus two cosines of amplitude <= tilt_db / 2."""
+    x = np.linspace(-1.0, 1.0, n_mels)
+    curve = rng.uniform(-tilt_db, tilt_db) * x
+    for k in (1, 2):
+        curve += rng.uniform(-tilt_db, tilt_db) / 2 * np.cos(np.pi * k * (x + 1) / 2 + rng.uniform(0, 2 * np.pi))
+    return curve[:, None].astype(np.float32)
+
+
+def noise_log_mel(shape: tuple[int, int], spec: LogMelSpec, total_power: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """log mel power of coloured Gaussian noise (PSD ~ 1/f^e, e ~ U(0, 2)) whose mean summed band power is
+    ``total_power`` (e on a 0.05 grid); each cell's log power fluctuates around its band's as log Gamma(4, 1/4) does
+    (mean -0.13, std 0.53; drawn as a Gaussian, 5x cheaper than Gamma draws)."""
+    table = _noise_band_table(spec.sample_rate_hz, spec.n_fft, spec.n_mels, spec.f_min_hz, spec.f_max_hz)
+    log_band = table[int(rng.integers(len(table)))] + np.float32(np.log(total_power))
+    return log_band[:, None] - np.float32(0.13) + np.float32(0.53) * rng.standard_normal(shape, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _noise_band_table(sample_rate_hz: int, n_fft: int, n_mels: int, f_min_hz: float, f_max_hz: float) -> np.ndarray:
+    """(41, n_mels) float32 log of each mel band's share of the power of 1/f^e noise, e = 0, 0.05, ..., 2."""
+    from modalities.audio.logmel import mel_filterbank  # noqa: PLC0415
+
+    fb = mel_filterbank(sample_rate_hz, n_fft, n_mels, f_min_hz, f_max_hz)
+    freqs = np.maximum(np.linspace(0.0, sample_rate_hz / 2, fb.shape[0]), 20.0)
+    band = (freqs[None, :] ** -np.linspace(0.0, 2.0, 41)[:, None]) @ fb
+    table = np.log(band / band.sum(axis=1, keepdims=True) + 1e-30).astype(np.float32)
+    table.setflags(write=False)
+    return table
 
 
 def make_view(m: np.ndarray, frames: int, spec: LogMelSpec, rng: np.random.Generator, p: ViewParams,
               other: np.ndarray | None = None) -> np.ndarray:
     """One augmented, normalised (n_mels, frames) view of the raw log-mel ``m`` (module docstring)."""
     floor = float(np.log(spec.eps))
+    if p.time_stretch > 0:
+        m = stretch_time(m, float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(p.time_stretch))))
     v = crop_frames(m, frames, rng, floor, p.focus).astype(np.float32, copy=True)
+    if p.freq_warp > 0:
+        v = warp_frequency(v, float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(p.freq_warp))))
+    if p.tilt_db > 0:
+        v = np.maximum(v + equaliser_db(v.shape[0], p.tilt_db, rng) * np.float32(np.log(10.0) / 10.0), floor)
+    if p.noise_prob > 0 and rng.random() < p.noise_prob:
+        power = float(np.exp(v).sum(axis=0, dtype=np.float64).mean())
+        snr = rng.uniform(*p.noise_snr_db)
+        v = np.logaddexp(v, noise_log_mel(v.shape, spec, power / 10.0 ** (snr / 10.0), rng)).astype(np.float32)
     if p.gain_db > 0:
         v = np.maximum(v + rng.uniform(-p.gain_db, p.gain_db) * np.log(10.0) / 10.0, floor)
     if other is not None and p.noise_mix > 0 and rng.random() < p.noise_mix:

@@ -10,8 +10,8 @@ from modalities.audio.io import AudioItem, write_manifest, write_wav
 from modalities.audio.logmel import LogMelSpec
 from modalities.audio.students import AudioCNN
 from modalities.errors import DataError
-from pipelines.audio.data import (ViewParams, crop_frames, eval_input, load_arrays, load_splits, make_view,
-                                  read_log_mels, save_arrays)
+from pipelines.audio.data import (ViewParams, crop_frames, equaliser_db, eval_input, load_arrays, load_splits,
+                                  make_view, noise_log_mel, read_log_mels, save_arrays, stretch_time, warp_frequency)
 from pipelines.audio.unfused import LayeredStudent, pseudo_labels, purity
 from pipelines.datasets import KeywordsDatasetSpec
 
@@ -85,6 +85,51 @@ def test_views_are_seeded_augmented_and_normalised():
     assert a.shape == (64, 40) and np.array_equal(a, b) and not np.array_equal(a, c)
     plain = make_view(m, 151, spec, np.random.default_rng(0), ViewParams(0.0, 0.0, 0, 0))
     np.testing.assert_allclose(plain, (m - spec.mean) / spec.std, rtol=1e-6)
+
+
+def test_time_stretch_and_frequency_warp():
+    m = np.random.default_rng(0).normal(size=(64, 50)).astype(np.float32)
+    np.testing.assert_allclose(stretch_time(m, 1.0), m, atol=1e-6)
+    slow = stretch_time(m, 1.2)
+    assert slow.shape == (64, 60)
+    np.testing.assert_allclose(slow[:, [0, -1]], m[:, [0, -1]], atol=1e-6)  # same start and end, more frames
+    np.testing.assert_allclose(warp_frequency(m, 1.0), m, atol=1e-6)
+    peak = np.zeros((64, 3), np.float32)
+    peak[20] = 1.0
+    assert int(np.argmax(warp_frequency(peak, 1.25)[:, 0])) == 25  # bin k reads bin k / 1.25: the peak moves up
+    assert int(np.argmax(warp_frequency(peak, 0.8)[:, 0])) == 16
+
+
+def test_equaliser_and_noise_are_random_per_view():
+    spec = LogMelSpec()
+    rng = np.random.default_rng(0)
+    curves = [equaliser_db(64, 10.0, rng) for _ in range(50)]
+    assert all(c.shape == (64, 1) and np.abs(c).max() <= 20.0 + 1e-4 for c in curves)
+    tilts = [float(c[-1, 0] - c[0, 0]) for c in curves]
+    assert min(tilts) < -5.0 and max(tilts) > 5.0  # both directions drawn
+    slopes, totals = [], []
+    for _ in range(40):
+        n = noise_log_mel((64, 400), spec, total_power=2.5, rng=rng)
+        totals.append(np.exp(n.astype(np.float64)).sum(axis=0).mean())
+        band = n.mean(axis=1)
+        slopes.append(band[56:].mean() - band[8:16].mean())
+    np.testing.assert_allclose(np.mean(totals), 2.5, rtol=0.05)  # the requested mean summed band power
+    assert min(slopes) < -1.0 and max(slopes) > 0.0  # brown-ish and white-ish spectra both drawn
+
+
+def test_acoustic_view_augmentations_change_the_spectrum_not_the_shape():
+    spec = LogMelSpec().with_stats(-2.0, 3.0)
+    wave = _tone(500.0, 1.0)
+    wave[8000:] = 0.0  # half a second of digital silence: log(eps) until noise is added
+    m = spec.log_mel(wave, crop=False)
+    p = ViewParams(0.0, 0.0, 0, 0, time_stretch=0.2, freq_warp=0.1, tilt_db=10.0, noise_prob=1.0, noise_snr_db=(0.0, 5.0))
+    views = [make_view(m, 80, spec, np.random.default_rng(i), p) for i in range(6)]
+    assert all(v.shape == (64, 80) and np.isfinite(v).all() for v in views)
+    plain = make_view(m, 80, spec, np.random.default_rng(0), ViewParams(0.0, 0.0, 0, 0))
+    floor = (np.log(spec.eps) - spec.mean) / spec.std
+    assert (plain <= floor + 1e-3).mean() > 0.1 and all((v <= floor + 1e-3).mean() < 0.01 for v in views)  # noise fills
+    spectra = np.stack([v.mean(axis=1) for v in views])
+    assert spectra.std(axis=0).mean() > 0.2  # the views' average spectra differ
 
 
 def test_pseudo_labels_recover_separated_clusters():
