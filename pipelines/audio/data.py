@@ -27,8 +27,8 @@ its own
   random curve (two cosines across the mel axis), added to the log power;
 * synthetic background noise with probability ``noise_prob``: power spectral density
   ~ 1/f^e, e ~ U(0, 2) (white .. brown), through the spec's own mel filterbank (the exact
-  expected band power), Gamma-distributed per time-frequency cell, at an SNR ~
-  U(``noise_snr_db``) relative to the view's mean mel power, added in the power domain.
+  expected band power), fluctuating per time-frequency cell, at an SNR ~ U(``noise_snr_db``)
+  relative to the view's mean mel power, added in the power domain.
 """
 
 from __future__ import annotations
@@ -217,8 +217,8 @@ def equaliser_db(n_mels: int, tilt_db: float, rng: np.random.Generator) -> np.nd
 def noise_log_mel(shape: tuple[int, int], spec: LogMelSpec, total_power: float,
                   rng: np.random.Generator) -> np.ndarray:
     """log mel power of coloured Gaussian noise (PSD ~ 1/f^e, e ~ U(0, 2)) whose mean summed band power is
-    ``total_power`` (e on a 0.05 grid); each cell's log power fluctuates around its band's as log Gamma(4, 1/4) does
-    (mean -0.13, std 0.53; drawn as a Gaussian, 5x cheaper than Gamma draws)."""
+    ``total_power`` (e on a 0.05 grid); each cell's log power is Gaussian around its band's with the mean (-0.13) and
+    std (0.53) of log Gamma(4, 1/4), the power of a band summing a few FFT bins (mean power ~1.01x the band's)."""
     table = _noise_band_table(spec.sample_rate_hz, spec.n_fft, spec.n_mels, spec.f_min_hz, spec.f_max_hz)
     log_band = table[int(rng.integers(len(table)))] + np.float32(np.log(total_power))
     return log_band[:, None] - np.float32(0.13) + np.float32(0.53) * rng.standard_normal(shape, dtype=np.float32)
