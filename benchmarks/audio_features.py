@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -65,9 +66,8 @@ def probe_accuracy(ftr, ytr, fte, yte, num_classes: int, idx: np.ndarray, seed: 
 
 
 def diagnostics(net, data: dict, subsets: int, seed: int) -> dict:
-    recalibrate_batchnorm(net, data["xtr"], 256)
-    ftr = torch.from_numpy(embed(net, data["xtr"][:, 0].numpy()))
-    fte = torch.from_numpy(embed(net, data["xte"][:, 0].numpy()))
+    recalibrate_batchnorm(net, torch.from_numpy(data["xtr"])[:, None], 256)
+    ftr, fte = torch.from_numpy(embed(net, data["xtr"])), torch.from_numpy(embed(net, data["xte"]))
     ytr, yte, C = data["ytr"], data["yte"], data["num_classes"]
     mean, std = ftr.mean(0), ftr.std(0).clamp_min(1e-6)
     sim = F.normalize((fte - mean) / std, dim=1) @ F.normalize((ftr - mean) / std, dim=1).T
@@ -77,7 +77,7 @@ def diagnostics(net, data: dict, subsets: int, seed: int) -> dict:
                            seed + k) for k in range(subsets)]
     out["lp10"], out["lp10_std"] = float(np.mean(lp10)), float(np.std(lp10))
     out["lp100"] = probe_accuracy(ftr, ytr, fte, yte, C, np.arange(len(ytr)), seed)
-    fpool = embed(net, data["xpool"][:, 0].numpy()) if len(data["xpool"]) else np.zeros((0, ftr.shape[1]), np.float32)
+    fpool = embed(net, data["xpool"]) if len(data["xpool"]) else np.zeros((0, ftr.shape[1]), np.float32)
     clusters = pseudo_labels(np.concatenate([ftr.numpy(), fpool]), 32, 64, seed)
     out["purity"] = purity(clusters[: len(ytr)], [str(int(y)) for y in ytr])
     perm = np.random.default_rng(seed).permutation(len(ytr))
@@ -92,10 +92,10 @@ def load_data(root: Path, spec: LogMelSpec) -> dict:
     splits = load_splits(root, _Layout)
     classes = splits.classes
 
-    def inputs(mels):
+    def inputs(mels) -> np.ndarray:  # (N, n_mels, frames) runtime inputs of the readable clips
         kept = [m for m in mels if m is not None]
-        return torch.from_numpy(np.stack([eval_input(m, spec) for m in kept]).astype(np.float32))[:, None] if kept \
-            else torch.zeros((0, 1, spec.n_mels, spec.n_frames))
+        return np.stack([eval_input(m, spec) for m in kept]).astype(np.float32) if kept \
+            else np.zeros((0, spec.n_mels, spec.n_frames), np.float32)
 
     tr, _ = read_log_mels([i.path for i in splits.train], spec, crop=True)
     te, _ = read_log_mels([i.path for i in splits.test], spec, crop=True)
@@ -119,7 +119,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     load_start = load_average()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     root = args.dataset or find_dataset(args.run)
     rows, cache = [], {}
     for stage in args.stages:
@@ -132,8 +131,6 @@ def main(argv: list[str] | None = None) -> None:
         if key not in cache:
             cache[key] = load_data(root, spec)
         data = cache[key]
-        from safetensors.torch import load_file  # noqa: PLC0415
-
         for init in ("pre-trained", "random init"):
             torch.manual_seed(args.seed)
             net = build_audio_student(record["kind"], record["kwargs"])

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from modalities.audio.io import AudioItem, list_audio_files, read_audio, read_manifest, scan_class_folders
-from modalities.audio.logmel import LogMelSpec
+from modalities.audio.logmel import LogMelSpec, mel_filterbank
 from modalities.errors import DataError
 
 log = logging.getLogger("edgedistill.audio")
@@ -227,8 +227,6 @@ def noise_log_mel(shape: tuple[int, int], spec: LogMelSpec, total_power: float,
 @functools.lru_cache(maxsize=8)
 def _noise_band_table(sample_rate_hz: int, n_fft: int, n_mels: int, f_min_hz: float, f_max_hz: float) -> np.ndarray:
     """(41, n_mels) float32 log of each mel band's share of the power of 1/f^e noise, e = 0, 0.05, ..., 2."""
-    from modalities.audio.logmel import mel_filterbank  # noqa: PLC0415
-
     fb = mel_filterbank(sample_rate_hz, n_fft, n_mels, f_min_hz, f_max_hz)
     freqs = np.maximum(np.linspace(0.0, sample_rate_hz / 2, fb.shape[0]), 20.0)
     band = (freqs[None, :] ** -np.linspace(0.0, 2.0, 41)[:, None]) @ fb

@@ -18,6 +18,7 @@ mean/std), ``dino_head.safetensors``, ``history.json`` (loss, teacher entropy, s
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -68,9 +69,7 @@ def views_of_batch(clips: list[np.ndarray], idx: np.ndarray, cfg: DinoConfig, sp
                    rng: np.random.Generator) -> list[torch.Tensor]:
     """[global 1, global 2, local 1, ...] batches of shape (B, 1, n_mels, frames)."""
     c = cfg.crops
-    p = ViewParams(gain_db=c.gain_db, noise_mix=c.noise_mix, freq_mask=c.freq_mask, time_mask=c.time_mask, focus=c.focus,
-                   time_stretch=c.time_stretch, freq_warp=c.freq_warp, tilt_db=c.tilt_db, noise_prob=c.noise_prob,
-                   noise_snr_db=tuple(c.noise_snr_db))
+    p = ViewParams(**{f.name: getattr(c, f.name) for f in dataclasses.fields(ViewParams)})
     others = rng.integers(0, len(clips), size=(len(idx), 2 + c.local_crops))
     out = []
     for v in range(2 + c.local_crops):
