@@ -251,7 +251,8 @@ def make_view(m: np.ndarray, frames: int, spec: LogMelSpec, rng: np.random.Gener
         snr = rng.uniform(*p.noise_snr_db)
         v = np.logaddexp(v, noise_log_mel(v.shape, spec, power / 10.0 ** (snr / 10.0), rng)).astype(np.float32)
     if p.gain_db > 0:
-        v = np.maximum(v + rng.uniform(-p.gain_db, p.gain_db) * np.log(10.0) / 10.0, floor)
+        # np.float32: under NumPy 2's promotion rules a float64 scalar would turn the view into float64
+        v = np.maximum(v + np.float32(rng.uniform(-p.gain_db, p.gain_db) * np.log(10.0) / 10.0), floor)
     if other is not None and p.noise_mix > 0 and rng.random() < p.noise_mix:
         o = crop_frames(other, frames, rng, floor)
         v = np.logaddexp(v, o - rng.uniform(10.0, 20.0) * np.log(10.0) / 10.0).astype(np.float32)
