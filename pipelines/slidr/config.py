@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from modalities.lidar.range_view import RANGE_CHANNELS
+
 from ..config_base import StageConfig
 from ..config_base import StrictModel as _Strict
 
@@ -36,12 +38,29 @@ class AugmentConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    # SLidR reference: SGD lr 0.5, momentum 0.9, dampening 0.1, wd 1e-4, cosine per epoch.
-    lr: float = Field(default=0.5, gt=0)
+    """Distillation optimiser. The default is AdamW with decoupled weight decay and a one-epoch warm-up (the
+    ScaLR recipe, Puy et al. CVPR 2024): on the synthetic demo set it raised both students' linear-probe gains
+    over random init by 5-7 mIoU against SLidR's reference SGD (docs/slidr_ablations.md) at the same cost,
+    and it keeps the weight norm flat where SGD at 0.5 grew it 1.5-2.5x. SLidR's reference recipe is
+    ``{name: sgd, lr: 0.5, momentum: 0.9, dampening: 0.1, weight_decay: 1e-4, warmup_epochs: 0}`` (cosine
+    per epoch); `momentum` and `dampening` apply to SGD only."""
+
+    name: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     dampening: float = Field(default=0.1, ge=0, lt=1)
-    weight_decay: float = Field(default=1e-4, ge=0)
+    weight_decay: float = Field(default=0.01, ge=0)
     epochs: int = Field(default=50, ge=1)
+    # Linear warm-up over this many epochs (per step), then the per-epoch cosine of the remaining ones;
+    # equal to `epochs`, the whole run is the warm-up.
+    warmup_epochs: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _warmup_within_training(self) -> "OptimConfig":
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"optim.warmup_epochs ({self.warmup_epochs}) exceeds optim.epochs ({self.epochs}); "
+                             "lower it (0 disables the warm-up)")
+        return self
 
 
 class SparseUNetConfig(_Strict):
@@ -52,7 +71,19 @@ class SparseUNetConfig(_Strict):
 
 
 class RangeNetConfig(_Strict):
-    base_channels: int = Field(default=32, ge=4)
+    base_channels: int = Field(default=32, ge=4)  # stem width = the pre-head feature dimension
+    # Input channels, from modalities.lidar.range_view.RANGE_CHANNELS. The default leaves out x and y: they
+    # change under the training's rotation about z, while range, z, intensity and mask only shift along the
+    # columns (and x, y are range and the column's azimuth again). On the synthetic demo set the four
+    # channels raised the range student's linear-probe gain by 3.5-5 mIoU (docs/slidr_ablations.md).
+    channels: tuple[str, ...] = ("range", "z", "intensity", "mask")
+
+    @model_validator(mode="after")
+    def _known_channels(self) -> "RangeNetConfig":
+        unknown = [c for c in self.channels if c not in RANGE_CHANNELS]
+        if unknown or not self.channels or len(set(self.channels)) != len(self.channels):
+            raise ValueError(f"range_net.channels: unknown {unknown}, empty or repeated; choose from {list(RANGE_CHANNELS)}")
+        return self
 
 
 class DistillConfig(StageConfig):

@@ -16,7 +16,8 @@ def student_kwargs(cfg: DistillConfig, normalize: bool = True) -> dict:
         return {"in_channels": 1, "out_dim": cfg.out_dim, "planes": list(cfg.sparse_unet.planes),
                 "layers": list(cfg.sparse_unet.layers), "normalize": normalize}
     w = cfg.range_net.base_channels
-    return {"out_dim": cfg.out_dim, "widths": [w, w, 2 * w, 4 * w, 8 * w], "normalize": normalize}
+    return {"out_dim": cfg.out_dim, "widths": [w, w, 2 * w, 4 * w, 8 * w], "normalize": normalize,
+            "input_channels": list(cfg.range_net.channels)}
 
 
 def build_student(cfg: DistillConfig, normalize: bool = True) -> nn.Module:

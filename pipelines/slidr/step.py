@@ -58,3 +58,20 @@ def cosine_lr(step: int, total_steps: int, base_lr: float, min_lr: float = 0.0) 
     """Cosine decay from ``base_lr`` at step 0 to ``min_lr`` at ``total_steps``."""
     t = min(max(step, 0), total_steps) / max(total_steps, 1)
     return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t))
+
+
+def distill_lr(epoch: int, step: int, steps_per_epoch: int, epochs: int, base_lr: float, warmup_epochs: float) -> float:
+    """SLidR's learning rate at ``step`` of ``epoch``: a linear warm-up over the first ``warmup_epochs``
+    (per step, from ``base_lr / warmup steps``), then the reference's per-epoch cosine over the epochs after
+    the warm-up (with no warm-up: ``cosine_lr(epoch, epochs, base_lr)``, the reference schedule)."""
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    global_step = epoch * steps_per_epoch + step
+    if global_step < warmup_steps:
+        return base_lr * (global_step + 1) / warmup_steps
+    first = math.ceil(warmup_epochs) if warmup_steps else 0
+    return cosine_lr(max(epoch - first, 0), epochs - first, base_lr)
+
+
+def parameter_norm(module: nn.Module) -> float:
+    """L2 norm of all parameters: logged per epoch, it shows a rate that inflates the weights."""
+    return math.sqrt(sum(float(p.detach().float().pow(2).sum()) for p in module.parameters()))

@@ -24,7 +24,7 @@ from .config import DistillConfig
 from .data import Collate, SlidrDataset
 from .model import build_image_teacher, build_student
 from ..student_inputs import PointFeatureNet
-from .step import cosine_lr, train_step
+from .step import distill_lr, parameter_norm, train_step
 
 STAT_KEYS = ("scans", "skipped_no_pairs", "images_without_pairs", "crops_below_min_pairs", "pairs",
              "pairs_without_student_feature")
@@ -68,10 +68,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     student = build_student(cfg)
     teacher = build_image_teacher(cfg.teacher, cfg.out_dim)
     params = list(student.parameters()) + list(teacher.head.parameters())
-    optimizer = torch.optim.SGD(
-        params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, dampening=cfg.optim.dampening,
-        weight_decay=cfg.optim.weight_decay,
-    )
+    if cfg.optim.name == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, dampening=cfg.optim.dampening,
+            weight_decay=cfg.optim.weight_decay,
+        )
     start_epoch, history = 0, []
     folder = resume_folder(loop_config)
     if folder is not None:
@@ -96,9 +99,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     writer = SummaryWriter(loop_config["tensorboard_dir"]) if rank == 0 else None
 
     for epoch in range(start_epoch, cfg.optim.epochs):
-        lr = cosine_lr(epoch, cfg.optim.epochs, cfg.optim.lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        steps_per_epoch = max(1, len(loader))
         dataset.set_epoch(epoch)
         generator.manual_seed(loop_config["seed"] * 100_003 + epoch)  # epoch order independent of resumes
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
@@ -119,6 +120,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             batch.to(device)
             t_data += time.perf_counter() - t_mark
             t_mark = time.perf_counter()
+            lr = distill_lr(epoch, len(losses), steps_per_epoch, cfg.optim.epochs, cfg.optim.lr, cfg.optim.warmup_epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             loss = train_step(model, teacher, batch, optimizer, scaler, cfg.temperature, device.type, use_amp)
             losses.append(loss.item())
             t_step += time.perf_counter() - t_mark
@@ -132,12 +136,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         wall = time.perf_counter() - t0
         metrics = {
             "epoch": epoch, "attempt_start_epoch": attempt_start, "loss": sum(losses) / len(losses), "lr": lr,
-            "steps": len(losses),
+            "steps": len(losses), "student_weight_norm": parameter_norm(student),
             "scans_per_s": totals["scans"] / wall, "data_s": t_data, "step_s": t_step, **totals,
         }
         history.append(metrics)
         if writer is not None:
-            for k in ("loss", "lr", "scans_per_s"):
+            for k in ("loss", "lr", "scans_per_s", "student_weight_norm"):
                 writer.add_scalar(f"distill/{k}", metrics[k], epoch)
             writer.flush()
         with tempfile.TemporaryDirectory() as tmp:

@@ -33,7 +33,8 @@ def test_record_rebuilds_the_same_student(stage_dir):
     record = read_student_record(stage_dir)
     assert record["kind"] == "range_net" and record["input"]["kind"] == "range_image"
     spec = RangeImageSpec.from_dict(record["input"])  # the full pre-processing contract travels with the weights
-    assert spec.sensor.name == "hdl32e" and spec.image_shape == (6, 32, 1088) and spec.beam_source == "ring_if_present"
+    # 4 channels: the default range, z, intensity, mask
+    assert spec.sensor.name == "hdl32e" and spec.image_shape == (4, 32, 1088) and spec.beam_source == "ring_if_present"
     assert record["teacher"]["name"] == "efficientnet_lite0"
     rebuilt = build_lidar_student(record["kind"], record["kwargs"])
     rebuilt.load_state_dict(load_file(str(stage_dir / record["weights"])))  # strict: same architecture

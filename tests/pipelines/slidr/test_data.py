@@ -112,7 +112,7 @@ def test_collate_global_ids_and_loss_falls(slidr_set, student):
         assert ids.min() >= i * BUDGET and ids.max() < (i + 1) * BUDGET
     cfg = DistillConfig(dataset="driving", superpixels="superpixels", student=student,
                         sparse_unet={"planes": [8, 16, 16, 16, 16, 16, 16, 16], "layers": [1] * 8},
-                        range_net={"base_channels": 8})
+                        range_net={"base_channels": 8, "channels": RANGE_CHANNELS})  # the spec's channels above
     torch.manual_seed(0)
     model, teacher = build_student(cfg), build_image_teacher(cfg.teacher, cfg.out_dim)
     opt = torch.optim.Adam(list(model.parameters()) + list(teacher.head.parameters()), lr=1e-2)
