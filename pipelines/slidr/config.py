@@ -41,7 +41,7 @@ class OptimConfig(_Strict):
     """Distillation optimiser. The default is AdamW with decoupled weight decay and a one-epoch warm-up (the
     ScaLR recipe, Puy et al. CVPR 2024): on the synthetic demo set it raised both students' linear-probe gains
     over random init by 5-7 mIoU against SLidR's reference SGD (docs/slidr_ablations.md) at the same cost,
-    and it keeps the weight norm flat where SGD at 0.5 grew it 1.5-2.5x. SLidR's reference recipe is
+    and it keeps the weight norm flat where SGD at 0.5 grew it 1.4-2.5x. SLidR's reference recipe is
     ``{name: sgd, lr: 0.5, momentum: 0.9, dampening: 0.1, weight_decay: 1e-4, warmup_epochs: 0}`` (cosine
     per epoch); `momentum` and `dampening` apply to SGD only."""
 
