@@ -51,8 +51,10 @@ fi
 
 # The nuScenes devkit (dev extra) pulls opencv-python-headless, which shares the cv2 folder with
 # the contrib build that the default `seeds` superpixels need (cv2.ximgproc): whichever wheel was
-# installed last wins. Make it the contrib build.
-if ! .venv/bin/python -c "import sys, cv2; sys.exit(0 if hasattr(cv2, 'ximgproc') else 1)" 2>/dev/null; then
+# installed last wins. Make it the contrib build. Check the SEEDS constructor, not just the ximgproc
+# name: `make demo` then `make test` installs the plain wheel over the contrib one, which leaves the
+# contrib's Python stubs (cv2.ximgproc exists) beside a binary without the contrib modules.
+if ! .venv/bin/python -c "import sys, cv2; sys.exit(0 if hasattr(getattr(cv2, 'ximgproc', None), 'createSuperpixelSEEDS') else 1)" 2>/dev/null; then
   v="$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('opencv-contrib-python-headless'))")"
   echo "setup: restoring opencv-contrib-python-headless $v over another OpenCV wheel (cv2.ximgproc)"
   .venv/bin/python -m pip install -q --force-reinstall --no-deps "opencv-contrib-python-headless==$v"
