@@ -104,6 +104,7 @@ from modalities.imu.io import ImuRecording, read_imu, resample, window_starts, w
 from modalities.imu.spec import ImuWindowSpec, fit_stats  # noqa: E402
 from modalities.imu.students import (IMU_STUDENTS, ImuClassifier, build_imu_student, count_macs,  # noqa: E402
                                      count_parameters)
+from pipelines.comodo.teacher import pool_frames  # noqa: E402
 
 # The activities of modalities.synthetic.egocentric (kept here so part 1 does not import open3d for the class list).
 ACTIVITIES = ("standing", "walking", "running", "turning_left", "turning_right", "stairs_up", "sitting_down",
@@ -286,9 +287,9 @@ def teacher_on_device(teacher, clips: np.ndarray, device: torch.device) -> np.nd
         B * T, 3, *clips.shape[2:4])
     x = (x - teacher.mean) / teacher.std
     with torch.inference_mode():
-        frames = teacher.net(x)[-1].mean(dim=(2, 3)).view(B, T, -1)
-    pooled = [frames.mean(1)] + ([frames.std(1, unbiased=False)] if teacher.pooling == "mean_std" else [])
-    return torch.cat(pooled, dim=1).cpu().numpy()  # .cpu() waits for the GPU
+        level = teacher.net(x)[teacher.feature_level]
+        frames = torch.nn.functional.adaptive_avg_pool2d(level, teacher.spatial_grid).flatten(1).view(B, T, -1)
+    return pool_frames(frames, teacher.pooling).cpu().numpy()  # .cpu() waits for the GPU
 
 
 def teacher_throughput(video: Path, configs: list[tuple[torch.device, int]], rounds: int, warmup: int,

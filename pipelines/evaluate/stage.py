@@ -8,6 +8,12 @@ labelled subset and seed for both; ``repeats`` / ``finetune_repeats`` runs). Eve
 comparison is a record with the mean gain and its 95% interval
 (:func:`pipelines.evaluate.protocols.paired_comparison`) in ``results.json``, in the
 stage's metrics (``report.json``) and in the report, with per-class IoU.
+
+Students of the same task are also compared with each other (``head_to_head``): every pair of
+distilled students, protocol by protocol and fraction by fraction, on the very same paired runs
+(the labelled subset and seed of run ``r`` depend only on the task and ``r``). That answers "is
+objective A better than objective B" (e.g. COMODO vs its InfoNCE baseline) with an interval; it
+is an interval over labelled subsets for the two given pre-trainings, not over pre-training seeds.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ def run_evaluate(ctx: StageContext) -> StageResult:
     runs, comparisons = [], []
     maps = {}  # task -> {label: the first held-out sample's prediction}, where the task draws them (BEV)
     kept = {}  # prepared students that a fused head reuses
+    distilled_runs: dict[tuple, dict[str, tuple[list, list]]] = {}  # (task, protocol, fraction) -> student -> runs
     fused_parts = {p for entry in cfg.fused for p in entry}
     for stage, parts in [(s, (s,)) for s in cfg.students] + [("+".join(e), tuple(e)) for e in cfg.fused]:
         records = [read_student_record(ctx.inputs[p]) for p in parts]
@@ -116,6 +123,9 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                     save_confusion_plot(ctx.stage_dir / figure, {f"{i} init": conf_sum[i] for i in INITS},
                                         list(task.class_names),
                                         f"{stage} {protocol}, {fraction:.0%} labels: all {repeats} runs")
+                if len(parts) == 1:
+                    distilled_runs.setdefault((record["task"], protocol, fraction), {})[stage] = (
+                        metric["distilled"], metric_k["distilled"])
                 comparisons.append({
                     "student": stage, "student_kind": "+".join(r["kind"] for r in records), "task": record["task"], "protocol": protocol,
                     "label_fraction": fraction, "labeled_samples": len(labeled_idx), "test_samples": len(task.test),
@@ -125,13 +135,15 @@ def run_evaluate(ctx: StageContext) -> StageResult:
                     **({f"top{top_k}": paired_comparison(metric_k["distilled"], metric_k["random"])}
                        if metric_k["distilled"] else {}),
                 })
-    atomic_write_json(ctx.stage_dir / "results.json", {"comparisons": comparisons, "runs": runs})
+    pairs = head_to_head(distilled_runs, {name: t.metric for name, t in tasks.items()})
+    atomic_write_json(ctx.stage_dir / "results.json", {"comparisons": comparisons, "head_to_head": pairs,
+                                                       "runs": runs})
     summary = [{k: v for k, v in c.items() if k != "iou_per_class"} for c in comparisons]
-    metrics = {"comparisons": summary}
+    metrics = {"comparisons": summary, **({"head_to_head": pairs} if pairs else {})}
     skipped = sum(getattr(t, "skipped", 0) for t in tasks.values())
     if skipped:
         metrics["skipped_unreadable"] = skipped
-    md = _report(comparisons, next(iter(tasks.values())))
+    md = _report(comparisons, next(iter(tasks.values()))) + _head_to_head_report(pairs)
     figures = [c["confusion_figure"] for c in comparisons if c.get("confusion_figure") and c["protocol"] == "finetune"]
     figures = figures or [c["confusion_figure"] for c in comparisons if c.get("confusion_figure")][-1:]
     if figures:
@@ -143,6 +155,52 @@ def run_evaluate(ctx: StageContext) -> StageResult:
         task.prediction_figure(ctx.stage_dir / name, by_label, f"first held-out sample: {what}")
         md += f"\nPredictions on the first held-out sample ({what}):\n\n![predictions]({ctx.name}/{name})\n"
     return StageResult(metrics=metrics, report_md=md)
+
+
+def head_to_head(distilled_runs: dict[tuple, dict[str, tuple[list, list]]], metrics: dict[str, str]) -> list[dict]:
+    """Every pair of students of one task, protocol and fraction, compared on the same paired runs.
+
+    ``distilled_runs[(task, protocol, fraction)][student] = (scores, top-k scores)`` of the distilled
+    weights, run by run; the first student of a pair is the one named first in ``students``. The record
+    is :func:`paired_comparison`'s with ``a_mean``/``b_mean`` for its distilled/random means.
+    """
+    out = []
+    for (task, protocol, fraction), by_student in distilled_runs.items():
+        names = list(by_student)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                (sa, ka), (sb, kb) = by_student[a], by_student[b]
+                c = paired_comparison(sa, sb)
+                rec = {"a": a, "b": b, "task": task, "protocol": protocol, "label_fraction": fraction,
+                       "metric": metrics[task], "a_mean": c.pop("distilled_mean"), "b_mean": c.pop("random_mean"),
+                       "difference_mean": c.pop("gain_mean"), "difference_ci95": c.pop("gain_ci95"),
+                       "n_paired": c.pop("n_paired"), "differs": c.pop("claimed")}
+                if ka and kb:
+                    k = paired_comparison(ka, kb)
+                    rec["top_k"] = {"a_mean": k["distilled_mean"], "b_mean": k["random_mean"],
+                                    "difference_mean": k["gain_mean"], "difference_ci95": k["gain_ci95"]}
+                out.append(rec)
+    return out
+
+
+def _head_to_head_report(pairs: list[dict]) -> str:
+    if not pairs:
+        return ""
+    lines = ["", "Distilled students head to head (A - B on the same paired runs; the interval is over labelled "
+             "subsets for these two pre-trainings, not over pre-training seeds):", "",
+             "| A | B | protocol | labels | A | B | A - B [95% CI] | top-k A - B [95% CI] | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def ci(v):
+        return "n/a" if v is None else f"[{v[0]:+.1f}, {v[1]:+.1f}]"
+
+    for p in pairs:
+        k = p.get("top_k")
+        verdict = (f"{p['a'] if p['difference_mean'] > 0 else p['b']} better" if p["differs"] else "within noise")
+        lines.append(f"| {p['a']} | {p['b']} | {p['protocol']} | {p['label_fraction']:.0%} | {p['a_mean']:.1f} | "
+                     f"{p['b_mean']:.1f} | {p['difference_mean']:+.1f} {ci(p['difference_ci95'])} | "
+                     + (f"{k['difference_mean']:+.1f} {ci(k['difference_ci95'])}" if k else "-") + f" | {verdict} |")
+    return "\n".join(lines) + "\n"
 
 
 def _class_iou(conf: np.ndarray, class_names) -> dict:

@@ -55,6 +55,14 @@ def test_comodo_pipeline_end_to_end(tmp_path):
         assert ("top3" in c) == (key[1] != "finetune")
         if "top3" in c:
             assert c["top3"]["distilled_mean"] >= c["distilled_mean"]
+    # COMODO vs its InfoNCE baseline on the same paired runs, for every protocol and fraction
+    pairs = {(h["a"], h["b"], h["protocol"], h["label_fraction"]): h for h in results["head_to_head"]}
+    assert set(pairs) == {("comodo", "infonce", p, f) for _, p, f in comps}
+    for (_, _, p, f), h in pairs.items():
+        assert h["a_mean"] == comps[("comodo", p, f)]["distilled_mean"]
+        assert h["b_mean"] == comps[("infonce", p, f)]["distilled_mean"]
+        assert np.isclose(h["difference_mean"], h["a_mean"] - h["b_mean"]) and h["n_paired"] == 2
+    assert "Distilled students head to head" in (run / "evaluate" / "report.md").read_text()
     sidecar = json.loads((run / "evaluate" / "models" / "comodo_50pct.json").read_text())
     assert sidecar["task"] == "imu_activity" and sidecar["classes"] == sorted(sidecar["classes"])
     assert len(sidecar["heldout_samples"]) == 8 and all(Path(s["imu"]).is_file() for s in sidecar["heldout_samples"])
