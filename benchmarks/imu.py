@@ -104,7 +104,6 @@ from modalities.imu.io import ImuRecording, read_imu, resample, window_starts, w
 from modalities.imu.spec import ImuWindowSpec, fit_stats  # noqa: E402
 from modalities.imu.students import (IMU_STUDENTS, ImuClassifier, build_imu_student, count_macs,  # noqa: E402
                                      count_parameters)
-from pipelines.comodo.teacher import pool_frames  # noqa: E402
 
 # The activities of modalities.synthetic.egocentric (kept here so part 1 does not import open3d for the class list).
 ACTIVITIES = ("standing", "walking", "running", "turning_left", "turning_right", "stairs_up", "sitting_down",
@@ -279,17 +278,8 @@ def make_video(folder: Path, duration_s: float) -> tuple[Path, float, dict]:
 
 
 def teacher_on_device(teacher, clips: np.ndarray, device: torch.device) -> np.ndarray:
-    """``FrameTeacher.__call__`` (image backbone) with the tensors on ``device``; the CPU calls the stage's code."""
-    if device.type == "cpu":
-        return teacher(clips)
-    B, T = clips.shape[:2]
-    x = torch.from_numpy(clips).to(device).float().div_(255.0).permute(0, 1, 4, 2, 3).reshape(
-        B * T, 3, *clips.shape[2:4])
-    x = (x - teacher.mean) / teacher.std
-    with torch.inference_mode():
-        level = teacher.net(x)[teacher.feature_level]
-        frames = torch.nn.functional.adaptive_avg_pool2d(level, teacher.spatial_grid).flatten(1).view(B, T, -1)
-    return pool_frames(frames, teacher.pooling).cpu().numpy()  # .cpu() waits for the GPU
+    """:meth:`FrameTeacher.embed` (the stage's code) with the clips moved to ``device``, where the teacher is."""
+    return teacher.embed(torch.from_numpy(clips).to(device)).cpu().numpy()  # .cpu() waits for a GPU
 
 
 def teacher_throughput(video: Path, configs: list[tuple[torch.device, int]], rounds: int, warmup: int,

@@ -89,16 +89,22 @@ class FrameTeacher:
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         import torch  # noqa: PLC0415
 
+        return self.embed(torch.from_numpy(clips)).numpy()
+
+    def embed(self, clips):
+        """(B, T, H, W, 3) uint8 tensor on the device of ``net``, ``mean`` and ``std`` -> (B, F) float tensor there."""
+        import torch  # noqa: PLC0415
+
         B, T = clips.shape[:2]
-        x = torch.from_numpy(clips).float().div_(255.0).permute(0, 1, 4, 2, 3).reshape(B * T, 3, *clips.shape[2:4])
+        x = clips.float().div_(255.0).permute(0, 1, 4, 2, 3).reshape(B * T, 3, *clips.shape[2:4])
         x = (x - self.mean) / self.std
         with torch.inference_mode():
             if self.video:  # (B, 3, T, H, W) -> (B, F)
-                return self.net(x.view(B, T, 3, *x.shape[-2:]).transpose(1, 2)).float().numpy()
+                return self.net(x.view(B, T, 3, *x.shape[-2:]).transpose(1, 2)).float()
             level = self.net(x)[self.feature_level]
             cells = torch.nn.functional.adaptive_avg_pool2d(level, self.spatial_grid)  # (B T, C, g, g)
             frames = cells.flatten(1).view(B, T, -1)  # one descriptor per frame
-        return pool_frames(frames, self.pooling).numpy()
+        return pool_frames(frames, self.pooling)
 
 
 def pool_frames(frames, pooling: str):
